@@ -1,0 +1,3 @@
+"""emoserve: gRPC serving for EmotiVoice-style emotional text-to-speech."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,112 @@
+"""The encoder stage's pure model function: text + emotion prompt → phoneme ids and style vectors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from emoserve.frontend import Frontend, read_lexicon
+from emoserve.model.modeldir import ModelDir
+from emoserve.model.style import StyleEncoder
+
+SOS_EOS = "<sos/eos>"
+
+
+@dataclass
+class EncodeItem:
+    """One request to the encoder."""
+
+    text: str
+    emotion: str = ""
+
+
+@dataclass
+class EncodedSegment:
+    """A piece of the text that the acoustic model synthesises in one pass."""
+
+    text: str
+    phonemes: str
+    ids: np.ndarray
+    """``[T]`` int64 token ids."""
+    prompt: np.ndarray
+    """``[style_dim]`` float32 emotion-prompt embedding."""
+    content: np.ndarray
+    """``[style_dim]`` float32 embedding of the segment's text."""
+
+
+@dataclass
+class Encoding:
+    """The encoder's answer to one request."""
+
+    segments: list[EncodedSegment]
+    dropped: list[str] = field(default_factory=list)
+    """Symbols of the input that could not be spoken and were left out."""
+
+
+class EncoderEngine:
+    """Front end + style encoder of a model directory.
+
+    Args:
+        model_dir: the loaded model directory.
+        device: torch device of the style encoder.
+        cache_size: capacity of the emotion-prompt embedding cache.
+        max_segment_phonemes: longer text is split into segments of at most this many phonemes.
+        max_segment_chars: ... and at most this many characters.
+    """
+
+    def __init__(
+        self,
+        model_dir: ModelDir,
+        device: str = "cpu",
+        cache_size: int = 4096,
+        max_segment_phonemes: int = 400,
+        max_segment_chars: int = 200,
+    ) -> None:
+        lexicon_path = model_dir.lexicon_path
+        self.frontend = Frontend(
+            lexicon=read_lexicon(lexicon_path) if lexicon_path else None, tokens=list(model_dir.manifest.tokens)
+        )
+        style = model_dir.manifest.style
+        self.style = StyleEncoder(model_dir.style_dir, style.pooling, style.max_tokens, device, cache_size)
+        self.max_segment_phonemes = max_segment_phonemes
+        self.max_segment_chars = max_segment_chars
+
+    def _segments(self, text: str) -> tuple[list[tuple[str, str, list[int]]], list[str]]:
+        out, dropped = [], []
+        for seg in self.frontend.segments(text, self.max_segment_phonemes, self.max_segment_chars):
+            phonemes = self.frontend.phonemes(seg)
+            ids, unknown = self.frontend.to_ids(phonemes)
+            dropped.extend(unknown)
+            if any(p != SOS_EOS for p in phonemes.split()):
+                out.append((seg, phonemes, ids))
+        return out, dropped
+
+    def encode(self, items: list[EncodeItem]) -> list[Encoding | ValueError]:
+        """Encodes a batch: one BERT pass for all segment texts, cached prompts.
+
+        Returns:
+            One :class:`Encoding` per item, or a ``ValueError`` for an item with nothing speakable.
+        """
+        split = [self._segments(it.text) for it in items]
+        texts = [seg[0] for segs, _ in split for seg in segs]
+        contents = self.style.embed(texts).numpy() if texts else np.zeros((0, self.style.dim), np.float32)
+        prompts = self.style.embed_prompts([it.emotion for it in items]).numpy()
+        results: list[Encoding | ValueError] = []
+        row = 0
+        for i, (segs, dropped) in enumerate(split):
+            if not segs:
+                results.append(ValueError("text has nothing that can be spoken"))
+                continue
+            encoded = []
+            for seg_text, phonemes, ids in segs:
+                encoded.append(
+                    EncodedSegment(seg_text, phonemes, np.asarray(ids, np.int64), prompts[i], contents[row])
+                )
+                row += 1
+            results.append(Encoding(encoded, sorted(set(dropped))))
+        return results
+
+    def warmup(self) -> None:
+        """Loads lazy front-end resources (dictionaries, segmenter) and runs the style encoder once."""
+        self.encode([EncodeItem("Hello. 你好。", "")])
