@@ -63,11 +63,142 @@ def _add_model_tools(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_import_emotivoice)
 
 
+def _addresses(value: str) -> list[str]:
+    return [a.strip() for a in value.split(",") if a.strip()]
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from emoserve.runtime.config import ConfigError, load_config
+    from emoserve.serve import StageAddresses, serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    overrides: dict = {"server": {"port": args.port, **({"host": args.host} if args.host else {})}}
+    for key in ("device", "precision"):
+        if getattr(args, key, None):
+            overrides[key] = getattr(args, key)
+    try:
+        config = load_config(args.config, **overrides)
+    except ConfigError as exc:
+        print(f"emoserve serve: error: {exc}", file=sys.stderr)
+        return 2
+    stages = None
+    if args.kind == "gateway":
+        missing = [s for s in ("encoder", "acoustic", "vocoder") if not getattr(args, s)]
+        if missing:
+            print(f"emoserve serve gateway: error: missing --{' --'.join(missing)}", file=sys.stderr)
+            return 2
+        stages = StageAddresses(_addresses(args.encoder), _addresses(args.acoustic), _addresses(args.vocoder))
+    elif not args.model:
+        print(f"emoserve serve {args.kind}: error: --model MODEL_DIR is required", file=sys.stderr)
+        return 2
+    asyncio.run(serve(args.kind, config, args.model or "", stages))
+    return 0
+
+
+def _up(args: argparse.Namespace) -> int:
+    from emoserve.launcher import up
+
+    return up(args.model, args.device, args.precision, args.host, args.port, args.config)
+
+
+def _synth(args: argparse.Namespace) -> int:
+    import grpc
+
+    from emoserve.client import Client, pcm_to_wav
+
+    options = dict(voice=args.voice, emotion=args.emotion, speed=args.speed, pitch_semitones=args.pitch,
+                   energy=args.energy, sample_rate_hz=args.sample_rate)
+    try:
+        with Client(args.target, timeout=args.timeout) as client:
+            if args.stream:
+                chunks = list(client.stream(args.text, encoding="LINEAR_PCM", **options))
+                rate = chunks[0].sample_rate_hz
+                data = pcm_to_wav((c.audio for c in chunks), rate)
+                detail = f"{len(chunks)} chunks"
+            else:
+                reply = client.synthesize(args.text, encoding="WAV", **options)
+                data, detail = reply.audio, f"{reply.duration_s:.2f} s, request {reply.request_id}"
+    except grpc.RpcError as exc:
+        print(f"emoserve synth: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+    with open(args.output, "wb") as f:
+        f.write(data)
+    print(f"wrote {args.output} ({detail})")
+    return 0
+
+
+def _voices(args: argparse.Namespace) -> int:
+    import grpc
+
+    from emoserve.client import Client
+
+    try:
+        with Client(args.target, timeout=args.timeout) as client:
+            reply = client.voices()
+    except grpc.RpcError as exc:
+        print(f"emoserve voices: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+    print(f"model {reply.model}, {reply.sample_rate_hz} Hz, {len(reply.voices)} voices, default {reply.default_voice}")
+    for voice in reply.voices:
+        print(voice.name)
+    return 0
+
+
+def _add_servers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run one service: a stage or the gateway")
+    p.add_argument("kind", choices=["encoder", "acoustic", "vocoder", "gateway"])
+    p.add_argument("--model", help="model directory (stages)")
+    p.add_argument("--host", help="interface to listen on (default 0.0.0.0)")
+    p.add_argument("--port", type=int, default=50051, help="gRPC port (0 = any free port)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where the model runs (default auto)")
+    p.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], help="default: fp16 on GPU, fp32 on CPU")
+    p.add_argument("--config", help="YAML configuration file (batching, limits, server)")
+    for stage in ("encoder", "acoustic", "vocoder"):
+        p.add_argument(f"--{stage}", help=f"gateway: {stage} address(es), HOST:PORT[,HOST:PORT...]")
+    p.set_defaults(handler=_serve)
+
+    p = sub.add_parser("up", help="run the whole pipeline on this machine")
+    p.add_argument("--model", help="model directory (default: the built-in default model)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto",
+                   help="default: fp16 on GPU, fp32 on CPU")
+    p.add_argument("--host", default="127.0.0.1", help="gateway interface (0.0.0.0 to accept remote clients)")
+    p.add_argument("--port", type=int, default=50051, help="gateway port")
+    p.add_argument("--config", help="YAML configuration file applied to every service")
+    p.set_defaults(handler=_up)
+
+
+def _add_client(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("synth", help="synthesise text through a running gateway into a WAV file")
+    p.add_argument("text")
+    p.add_argument("--voice", default="", help="voice name (default: the model's default voice)")
+    p.add_argument("--emotion", default="", help='free-text emotion prompt, e.g. "Happy" or "开心"')
+    p.add_argument("--speed", type=float, default=0.0, help="0.5..2.0 (0 = default)")
+    p.add_argument("--pitch", type=float, default=0.0, help="pitch shift in semitones, -12..12")
+    p.add_argument("--energy", type=float, default=0.0, help="0.5..2.0 (0 = default)")
+    p.add_argument("--sample-rate", type=int, default=0, help="output rate in Hz (0 = model rate)")
+    p.add_argument("--stream", action="store_true", help="use the streaming RPC")
+    p.add_argument("--target", default="localhost:50051", help="gateway HOST:PORT")
+    p.add_argument("--timeout", type=float, default=120.0, help="deadline in seconds")
+    p.add_argument("-o", "--output", default="out.wav", help="WAV file to write")
+    p.set_defaults(handler=_synth)
+
+    p = sub.add_parser("voices", help="list the voices of a running gateway's model")
+    p.add_argument("--target", default="localhost:50051", help="gateway HOST:PORT")
+    p.add_argument("--timeout", type=float, default=30.0)
+    p.set_defaults(handler=_voices)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full ``emoserve`` argument parser."""
     parser = argparse.ArgumentParser(prog="emoserve", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_model_tools(sub)
+    _add_servers(sub)
+    _add_client(sub)
     return parser
 
 

@@ -1,0 +1,86 @@
+"""The acoustic stage: a thin gRPC shell over :class:`~emoserve.acoustic.engine.AcousticEngine`."""
+
+from __future__ import annotations
+
+import grpc
+
+from emoserve.acoustic.engine import AcousticEngine, AcousticItem, AcousticResult
+from emoserve.model.acoustic import resolve_prosody
+from emoserve.model.modeldir import ModelDir
+from emoserve.runtime.batcher import DynamicBatcher
+from emoserve.runtime.config import StageConfig, resolve_device, resolve_precision
+from emoserve.runtime.stage import StageService, answer, deadline_s, stage_info, timing
+from emoserve.runtime.tensors import TensorSpec, decode, encode
+from emoserve.v1 import stages_pb2, stages_pb2_grpc, tts_pb2
+
+MAX_PHONEMES = 4096
+
+
+class AcousticService(StageService, stages_pb2_grpc.AcousticServicer):
+    """Serves ``emoserve.v1.Acoustic``: phoneme ids + voice + style → mel."""
+
+    stage = "acoustic"
+    service = "Acoustic"
+    add_to_server = staticmethod(stages_pb2_grpc.add_AcousticServicer_to_server)
+
+    def __init__(self, model_dir: ModelDir, config: StageConfig) -> None:
+        super().__init__(config)
+        self.model_dir = model_dir
+        self.device = resolve_device(config.device)
+        self.precision = resolve_precision(config.precision, self.device)
+        style_dim = model_dir.manifest.acoustic.style_dim
+        self.ids_spec = TensorSpec("phoneme_ids", ("int64", "int32"), rank=1, dims=((1, MAX_PHONEMES),))
+        self.emb_specs = {
+            name: TensorSpec(name, ("float32", "float16", "bfloat16"), rank=1, dims=(style_dim,))
+            for name in ("prompt_embedding", "content_embedding")
+        }
+        self.engine: AcousticEngine | None = None
+        self.batcher = DynamicBatcher(
+            self._run, config.batching, length_of=lambda item: len(item.ids), name="acoustic"
+        )
+        self.batchers.append(self.batcher)
+
+    def load(self) -> None:
+        self.engine = AcousticEngine(self.model_dir, self.device, self.precision)
+        if self.config.warmup:
+            self.engine.warmup(self.config.batching.max_batch_size)
+
+    def _run(self, items: list[AcousticItem]) -> list[AcousticResult]:
+        assert self.engine is not None
+        return self.engine.run(items)
+
+    def _item(self, request: stages_pb2.AcousticRequest) -> AcousticItem:
+        speed, pitch, energy = resolve_prosody(request.speed, request.pitch_semitones, request.energy)
+        item = AcousticItem(
+            ids=decode(request.phoneme_ids, self.ids_spec).astype("int64"),
+            speaker=request.speaker,
+            prompt=decode(request.prompt_embedding, self.emb_specs["prompt_embedding"]).astype("float32"),
+            content=decode(request.content_embedding, self.emb_specs["content_embedding"]).astype("float32"),
+            speed=speed,
+            pitch_semitones=pitch,
+            energy=energy,
+        )
+        assert self.engine is not None
+        self.engine.check(item)
+        return item
+
+    async def Generate(
+        self, request: stages_pb2.AcousticRequest, context: grpc.aio.ServicerContext
+    ) -> stages_pb2.AcousticResponse:
+        await self.ensure_loaded(context)
+        item = await answer(context, lambda: self._item(request))
+        timed = await answer(context, self.batcher.submit_timed(item, timeout_s=deadline_s(context)))
+        return stages_pb2.AcousticResponse(
+            mel=encode(timed.value.mel),
+            durations=encode(timed.value.durations),
+            timing=timing(self.stage, timed, self.replica),
+        )
+
+    async def Info(self, request: stages_pb2.InfoRequest, context: grpc.aio.ServicerContext) -> stages_pb2.StageInfo:
+        m = self.model_dir.manifest
+        return stage_info(
+            stage=self.stage, model=m.name, sample_rate_hz=m.audio.sample_rate, hop_length=m.audio.hop_length,
+            n_mels=m.audio.n_mels, device=self.device, precision=self.precision, engine="torch",
+            voices=[tts_pb2.Voice(name=v, id=i) for i, v in enumerate(m.voices)], default_voice=m.default_voice,
+        )
+

@@ -1,0 +1,74 @@
+"""The encoder stage: a thin gRPC shell over :class:`~emoserve.encoder.engine.EncoderEngine`."""
+
+from __future__ import annotations
+
+import grpc
+
+from emoserve.encoder.engine import EncodeItem, Encoding, EncoderEngine
+from emoserve.model.modeldir import ModelDir
+from emoserve.runtime.batcher import DynamicBatcher
+from emoserve.runtime.config import StageConfig, resolve_device
+from emoserve.runtime.stage import StageService, answer, deadline_s, stage_info, timing
+from emoserve.runtime.tensors import encode
+from emoserve.v1 import stages_pb2, stages_pb2_grpc
+
+
+class EncoderService(StageService, stages_pb2_grpc.EncoderServicer):
+    """Serves ``emoserve.v1.Encoder``: text + emotion → segments of phoneme ids and style vectors."""
+
+    stage = "encoder"
+    service = "Encoder"
+    add_to_server = staticmethod(stages_pb2_grpc.add_EncoderServicer_to_server)
+
+    def __init__(self, model_dir: ModelDir, config: StageConfig) -> None:
+        super().__init__(config)
+        self.model_dir = model_dir
+        self.device = resolve_device(config.device)
+        self.engine: EncoderEngine | None = None
+        self.batcher = DynamicBatcher(
+            self._run, config.batching, length_of=lambda item: len(item.text), name="encoder"
+        )
+        self.batchers.append(self.batcher)
+
+    def load(self) -> None:
+        self.engine = EncoderEngine(self.model_dir, self.device)
+        if self.config.warmup:
+            self.engine.warmup()
+
+    def _run(self, items: list[EncodeItem]) -> list[Encoding | ValueError]:
+        assert self.engine is not None
+        return self.engine.encode(items)
+
+    async def Encode(self, request: stages_pb2.EncodeRequest, context: grpc.aio.ServicerContext) -> stages_pb2.EncodeResponse:
+        await self.ensure_loaded(context)
+        if not request.text.strip():
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "text is empty")
+        if len(request.text) > self.config.max_text_chars:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"text has {len(request.text)} characters; the limit is {self.config.max_text_chars}",
+            )
+        item = EncodeItem(request.text, request.emotion)
+        timed = await answer(context, self.batcher.submit_timed(item, timeout_s=deadline_s(context)))
+        result = timed.value
+        return stages_pb2.EncodeResponse(
+            segments=[
+                stages_pb2.EncodedSegment(
+                    text=seg.text,
+                    phonemes=seg.phonemes,
+                    phoneme_ids=encode(seg.ids),
+                    prompt_embedding=encode(seg.prompt),
+                    content_embedding=encode(seg.content),
+                )
+                for seg in result.segments
+            ],
+            dropped_symbols=result.dropped,
+            timing=timing(self.stage, timed, self.replica),
+        )
+
+    async def Info(self, request: stages_pb2.InfoRequest, context: grpc.aio.ServicerContext) -> stages_pb2.StageInfo:
+        m = self.model_dir.manifest
+        return stage_info(
+            stage=self.stage, model=m.name, sample_rate_hz=m.audio.sample_rate, hop_length=m.audio.hop_length,
+            n_mels=m.audio.n_mels, device=self.device, precision="fp32", engine="torch",
+        )

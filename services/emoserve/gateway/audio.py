@@ -1,0 +1,75 @@
+"""Audio post-processing at the gateway: joining segments, resampling and wire encodings."""
+
+from __future__ import annotations
+
+import io
+import math
+import wave
+
+import numpy as np
+from scipy.signal import resample_poly
+
+from emoserve.v1 import tts_pb2
+
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8000, 48000
+SEGMENT_PAUSE_S = 0.15
+"""Silence inserted between the segments of a long text."""
+
+
+def check_sample_rate(rate: int) -> None:
+    """Raises ValueError unless ``rate`` is 0 (model rate) or within the supported range."""
+    if rate != 0 and not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise ValueError(f"sample_rate_hz={rate} is out of range: use 0 or {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE}")
+
+
+def check_encoding(encoding: int) -> int:
+    """Returns the effective encoding (UNSPECIFIED → LINEAR_PCM); raises ValueError for unknown values."""
+    if encoding not in tts_pb2.AudioEncoding.values():
+        raise ValueError(f"encoding={encoding} is not a known AudioEncoding")
+    return tts_pb2.LINEAR_PCM if encoding == tts_pb2.AUDIO_ENCODING_UNSPECIFIED else encoding
+
+
+def pause(sample_rate: int) -> np.ndarray:
+    """The silence placed between segments."""
+    return np.zeros(int(round(SEGMENT_PAUSE_S * sample_rate)), dtype=np.float32)
+
+
+def resample(audio: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
+    """Band-limited polyphase resampling (Kaiser-windowed FIR); identity when the rates match."""
+    if target_rate in (0, source_rate):
+        return audio
+    g = math.gcd(source_rate, target_rate)
+    return resample_poly(audio, target_rate // g, source_rate // g).astype(np.float32)
+
+
+def encode_pcm(audio: np.ndarray, encoding: int) -> bytes:
+    """Raw sample bytes: int16 LE (``wav * 32767``, clipped) or float32 LE."""
+    if encoding == tts_pb2.FLOAT32:
+        return np.asarray(audio, dtype="<f4").tobytes()
+    return (np.clip(audio, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
+
+
+def wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
+    """A complete mono 16-bit WAV file."""
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sample_rate)
+        w.writeframes(encode_pcm(audio, tts_pb2.LINEAR_PCM))
+    return buf.getvalue()
+
+
+def encode_audio(audio: np.ndarray, sample_rate: int, encoding: int) -> bytes:
+    """Whole-utterance bytes in ``encoding`` (WAV includes the header)."""
+    if encoding == tts_pb2.WAV:
+        return wav_bytes(audio, sample_rate)
+    return encode_pcm(audio, encoding)
+
+
+def wav_stream_header(sample_rate: int) -> bytes:
+    """A WAV header for a stream of unknown length (size fields set to the maximum, as streaming tools do)."""
+    header = bytearray(wav_bytes(np.zeros(0, np.float32), sample_rate))
+    header[4:8] = (0xFFFFFFFF).to_bytes(4, "little")
+    header[40:44] = (0xFFFFFFFF - 36).to_bytes(4, "little")
+    return bytes(header)

@@ -1,0 +1,300 @@
+"""Typed, validated configuration of every emoserve process (one place).
+
+Precedence, lowest first: dataclass defaults < YAML file < ``EMOSERVE_*``
+environment variables < keyword overrides passed to :func:`load_config`.
+
+Environment variables are read in this module only:
+
+* ``EMOSERVE_CONFIG``: YAML file used when :func:`load_config` gets no path.
+* ``EMOSERVE_<FIELD>`` for a top-level field (``EMOSERVE_DEVICE=cuda``) and
+  ``EMOSERVE_<SECTION>__<FIELD>`` for a nested one
+  (``EMOSERVE_BATCHING__MAX_BATCH_SIZE=16``, ``EMOSERVE_SERVER__PORT=50052``).
+  Values are parsed as YAML scalars/lists (``16``, ``true``, ``[4, 8]``).
+
+Unknown keys, in the file or in ``EMOSERVE_*`` variables, are rejected by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+
+from emoserve.runtime.errors import ConfigError
+
+ENV_PREFIX = "EMOSERVE_"
+ENV_CONFIG_PATH = "EMOSERVE_CONFIG"
+
+Device = Literal["auto", "cpu", "cuda"]
+Precision = Literal["auto", "fp32", "fp16", "bf16"]
+
+
+class _Validated:
+    """Mixin: checks every field against its type hint, coercing YAML-friendly forms.
+
+    Accepted coercions: int -> float, list -> tuple, mapping -> nested config.
+    bool is never accepted for int/float fields.
+    """
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = _coerce(type(self).__name__, f.name, hints[f.name], getattr(self, f.name))
+            object.__setattr__(self, f.name, value)
+        self._check()
+
+    def _check(self) -> None:
+        """Per-class bound checks; raise :class:`ConfigError`."""
+
+    def _require(self, ok: bool, name: str, expectation: str) -> None:
+        if not ok:
+            value = getattr(self, name)
+            raise ConfigError(f"{type(self).__name__}.{name} must be {expectation}, got {value!r}")
+
+
+def _coerce(owner: str, name: str, hint: Any, value: Any) -> Any:
+    where = f"{owner}.{name}"
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            raise ConfigError(f"{where} must be one of {list(choices)}, got {value!r}")
+        return value
+    if origin is tuple:
+        item_type = typing.get_args(hint)[0]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        return tuple(_coerce(owner, f"{name}[{i}]", item_type, v) for i, v in enumerate(value))
+    if dataclasses.is_dataclass(hint):
+        if isinstance(value, hint):
+            return value
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where} must be a mapping, got {value!r}")
+        return _build(hint, value, f"{name}.")
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{where} must be an integer, got {value!r}")
+    if hint in (bool, str) and not isinstance(value, hint):
+        raise ConfigError(f"{where} must be a {hint.__name__}, got {value!r}")
+    return value
+
+
+def _build(cls: type, values: Mapping[str, Any], prefix: str = "") -> Any:
+    """Constructs config ``cls`` from a mapping, rejecting unknown keys by name."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        listed = ", ".join(repr(f"{prefix}{key}") for key in unknown)
+        raise ConfigError(f"unknown config key(s) {listed}; allowed: {names}")
+    return cls(**values)
+
+
+@dataclass(frozen=True)
+class BatchingConfig(_Validated):
+    """Dynamic batching of one stage (Triton ``dynamic_batching`` semantics)."""
+
+    max_batch_size: int = 8
+    """Largest number of requests executed together."""
+    max_queue_delay_us: int = 2000
+    """Longest time the oldest queued request waits for a batch to fill, in µs (0 = never wait)."""
+    preferred_batch_sizes: tuple[int, ...] = ()
+    """Batch sizes dispatched as soon as they can be formed, without waiting for the delay."""
+    max_queue_size: int = 256
+    """Queued (not yet executing) requests beyond which new ones fail with RESOURCE_EXHAUSTED."""
+    default_timeout_us: int = 0
+    """Queue timeout of requests that bring none, in µs (0 = no timeout)."""
+    timeout_action: Literal["reject", "delay"] = "reject"
+    """On queue timeout: "reject" fails the request (DEADLINE_EXCEEDED); "delay" serves it after all others."""
+    priority_levels: int = 1
+    """Number of priorities; a request's priority is in [0, priority_levels), lower served first."""
+    length_bucketing: bool = True
+    """Build batches from requests of similar length (less padding) when more are queued than fit."""
+
+    def _check(self) -> None:
+        self._require(self.max_batch_size >= 1, "max_batch_size", ">= 1")
+        self._require(self.max_queue_delay_us >= 0, "max_queue_delay_us", ">= 0")
+        self._require(
+            all(1 <= s <= self.max_batch_size for s in self.preferred_batch_sizes),
+            "preferred_batch_sizes",
+            f"within [1, max_batch_size={self.max_batch_size}]",
+        )
+        self._require(
+            len(set(self.preferred_batch_sizes)) == len(self.preferred_batch_sizes),
+            "preferred_batch_sizes",
+            "free of duplicates",
+        )
+        self._require(self.max_queue_size >= 1, "max_queue_size", ">= 1")
+        self._require(self.default_timeout_us >= 0, "default_timeout_us", ">= 0")
+        self._require(self.priority_levels >= 1, "priority_levels", ">= 1")
+        object.__setattr__(self, "preferred_batch_sizes", tuple(sorted(self.preferred_batch_sizes)))
+
+
+@dataclass(frozen=True)
+class ServerConfig(_Validated):
+    """gRPC server of one process."""
+
+    host: str = "0.0.0.0"
+    """Interface to listen on ("0.0.0.0" all IPv4, "[::]" all IPv6, "127.0.0.1" loopback)."""
+    port: int = 50051
+    """TCP port; 0 picks a free port (see ``StageServer.port``)."""
+    max_message_bytes: int = 64 * 1024 * 1024
+    """Largest gRPC message sent or received, in bytes."""
+    grace_period_s: float = 10.0
+    """On shutdown, time in-flight RPCs get to finish before they are cancelled."""
+
+    def _check(self) -> None:
+        self._require(bool(self.host), "host", "non-empty")
+        self._require(0 <= self.port <= 65535, "port", "within [0, 65535]")
+        self._require(self.max_message_bytes >= 1024, "max_message_bytes", ">= 1024")
+        self._require(self.grace_period_s >= 0, "grace_period_s", ">= 0")
+
+
+@dataclass(frozen=True)
+class StageConfig(_Validated):
+    """Configuration of one pipeline stage process (or the gateway)."""
+
+    device: Device = "auto"
+    """Where the model runs: "auto" = cuda if available else cpu."""
+    precision: Precision = "auto"
+    """Compute precision: "auto" = fp16 on cuda, fp32 on cpu."""
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+    """Dynamic batching of the stage's model calls."""
+    server: ServerConfig = field(default_factory=ServerConfig)
+    """gRPC server settings."""
+    max_text_chars: int = 10000
+    """Longest accepted input text, in characters (INVALID_ARGUMENT beyond)."""
+    model_dir: str = ""
+    """Directory holding the model checkpoints ("" = the stage's built-in default)."""
+    replica: str = ""
+    """Replica name reported in ``StageTiming.replica`` ("" = host name)."""
+    warmup: bool = True
+    """Run warm-up inferences before reporting SERVING."""
+
+    def _check(self) -> None:
+        self._require(self.max_text_chars >= 1, "max_text_chars", ">= 1")
+        if not self.replica:
+            object.__setattr__(self, "replica", socket.gethostname())
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Collects ``EMOSERVE_*`` variables into a nested mapping of StageConfig keys."""
+    hints = typing.get_type_hints(StageConfig)
+    nested = {name: typing.get_type_hints(hint) for name, hint in hints.items() if dataclasses.is_dataclass(hint)}
+    out: dict[str, Any] = {}
+    for key, raw in environ.items():
+        if not key.startswith(ENV_PREFIX) or key == ENV_CONFIG_PATH:
+            continue
+        path = key[len(ENV_PREFIX):].lower().split("__")
+        if len(path) == 2 and path[1] in nested.get(path[0], {}):
+            hint, target = nested[path[0]][path[1]], out.setdefault(path[0], {})
+        elif len(path) == 1 and path[0] in hints and path[0] not in nested:
+            hint, target = hints[path[0]], out
+        else:
+            raise ConfigError(f"unknown environment variable {key!r}")
+        try:
+            target[path[-1]] = raw if hint is str else yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"environment variable {key}={raw!r} is not valid YAML: {exc}") from None
+    return out
+
+
+def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> StageConfig:
+    """Builds a validated :class:`StageConfig`.
+
+    Args:
+        path: YAML file; ``None`` uses ``$EMOSERVE_CONFIG`` if set, else defaults only.
+        environ: Environment to read ``EMOSERVE_*`` from (default ``os.environ``).
+        **overrides: Top-level StageConfig fields; a mapping value for ``batching``
+            or ``server`` is merged into that section (``batching={"max_batch_size": 4}``).
+
+    Returns:
+        The frozen configuration.
+
+    Raises:
+        ConfigError: Unreadable file, unknown key or invalid value (the message
+            names the key and the offending value).
+    """
+    env = os.environ if environ is None else environ
+    if path is None and env.get(ENV_CONFIG_PATH):
+        path = env[ENV_CONFIG_PATH]
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read config file {str(path)!r}: {exc}") from None
+        if loaded is not None and not isinstance(loaded, Mapping):
+            raise ConfigError(f"config file {str(path)!r} must hold a mapping, got {type(loaded).__name__}")
+        values = dict(loaded or {})
+    values = _merge(values, _env_overrides(env))
+    values = _merge(values, overrides)
+    return _build(StageConfig, values)
+
+
+def resolve_device(device: Device = "auto") -> str:
+    """Resolves a configured device to a concrete torch device string.
+
+    Args:
+        device: "auto", "cpu" or "cuda".
+
+    Returns:
+        "cuda" or "cpu".
+
+    Raises:
+        ConfigError: "cuda" requested but CUDA is not available.
+    """
+    import torch  # deferred: the gateway never needs torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' requested but torch.cuda.is_available() is False")
+    return device
+
+
+def resolve_precision(precision: Precision, device: str) -> str:
+    """Resolves a configured precision for a resolved device.
+
+    Args:
+        precision: "auto", "fp32", "fp16" or "bf16".
+        device: A resolved device ("cpu", "cuda" or "cuda:N").
+
+    Returns:
+        "fp32", "fp16" or "bf16"; "auto" gives fp16 on cuda and fp32 on cpu.
+
+    Raises:
+        ConfigError: bf16 requested on a GPU without bf16 support.
+    """
+    on_cuda = device.startswith("cuda")
+    if precision == "auto":
+        return "fp16" if on_cuda else "fp32"
+    if precision == "bf16" and on_cuda:
+        import torch
+
+        if not torch.cuda.is_bf16_supported():
+            raise ConfigError(f"precision 'bf16' is not supported on device {device!r}")
+    return precision

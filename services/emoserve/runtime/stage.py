@@ -1,0 +1,110 @@
+"""What every stage servicer shares: error mapping, timings, and the serve loop.
+
+A stage module provides a :class:`StageParts` (servicer, its generated registration function, batchers,
+warm-up, info); :func:`serve_stage` does the rest: bind, health NOT_SERVING, load + warm-up, SERVING,
+drain on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from emoserve.runtime.batcher import DynamicBatcher, Timed
+from emoserve.runtime.config import StageConfig
+from emoserve.runtime.errors import grpc_status_for
+from emoserve.runtime.server import AddToServer, StageServer
+from emoserve.v1 import stages_pb2, tts_pb2
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+async def answer(context: grpc.aio.ServicerContext, work: Awaitable[T] | Callable[[], T]) -> T:
+    """Awaits ``work`` (or calls it, if it is a plain function); on failure aborts the RPC with the status
+    mapped from the exception.
+
+    Unexpected exceptions are logged with their traceback and reported as ``INTERNAL``.
+    """
+    try:
+        return await work if inspect.isawaitable(work) else work()
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a gRPC status
+        code = grpc_status_for(exc)
+        if code == grpc.StatusCode.INTERNAL:
+            log.exception("internal error")
+        await context.abort(code, str(exc) or type(exc).__name__)
+        raise  # unreachable: abort raises
+
+
+def timing(stage: str, timed: Timed[Any], replica: str) -> tts_pb2.StageTiming:
+    """The ``StageTiming`` of one request served through a batcher."""
+    return tts_pb2.StageTiming(
+        stage=stage, queue_ms=timed.queue_ms, compute_ms=timed.compute_ms, batch_size=timed.batch_size, replica=replica
+    )
+
+
+def deadline_s(context: grpc.aio.ServicerContext) -> float | None:
+    """Seconds left before the caller's deadline, or None without one (used as queue timeout)."""
+    remaining = context.time_remaining()
+    return None if remaining is None else max(remaining, 1e-3)
+
+
+class StageService:
+    """Base of the encoder, acoustic and vocoder servicers.
+
+    Subclasses set :attr:`stage`, :attr:`service` (name in ``stages.proto``) and :attr:`add_to_server`, build
+    their batchers in ``__init__`` (cheap), and load + warm their engine in :meth:`load` (blocking; run in a
+    worker thread while health says NOT_SERVING).
+    """
+
+    stage: str
+    service: str
+    add_to_server: AddToServer
+
+    def __init__(self, config: StageConfig) -> None:
+        self.config = config
+        self.replica = config.replica
+        self.batchers: list[DynamicBatcher] = []
+        self.loaded = False
+
+    def load(self) -> None:
+        """Loads the model and warms it up."""
+        raise NotImplementedError
+
+    async def ensure_loaded(self, context: grpc.aio.ServicerContext) -> None:
+        """Aborts with UNAVAILABLE while the model is still loading."""
+        if not self.loaded:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.stage} is loading its model")
+
+
+def stage_info(**fields: Any) -> stages_pb2.StageInfo:
+    """A ``StageInfo`` message (keeps servicers free of message plumbing)."""
+    return stages_pb2.StageInfo(**fields)
+
+
+async def start_stage(service: StageService) -> StageServer:
+    """Binds (health NOT_SERVING), loads and warms the model in a worker thread, then reports SERVING.
+
+    Shutdown (:meth:`StageServer.stop`) drains the stage's batchers after in-flight RPCs finish.
+    """
+    server = StageServer(service.config.server, name=service.stage)
+    server.add_service(stages_pb2.DESCRIPTOR.services_by_name[service.service], service, service.add_to_server)
+    for batcher in service.batchers:
+        server.add_shutdown_hook(batcher.close)
+    await server.start()
+    try:
+        await asyncio.get_running_loop().run_in_executor(None, service.load)
+    except BaseException:
+        await server.stop(0)
+        raise
+    service.loaded = True
+    await server.mark_ready()
+    return server
+

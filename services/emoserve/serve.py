@@ -1,0 +1,78 @@
+"""Entry points that run one process: a stage (``encoder``/``acoustic``/``vocoder``) or the gateway."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from emoserve.acoustic.service import AcousticService
+from emoserve.encoder.service import EncoderService
+from emoserve.gateway.service import SynthesizerService, stage_pools
+from emoserve.model.modeldir import ModelDir
+from emoserve.runtime.config import StageConfig
+from emoserve.runtime.server import StageServer
+from emoserve.runtime.stage import StageService, start_stage
+from emoserve.v1 import tts_pb2, tts_pb2_grpc
+from emoserve.vocoder.service import VocoderService
+
+STAGES: dict[str, Callable[[ModelDir, StageConfig], StageService]] = {
+    "encoder": EncoderService,
+    "acoustic": AcousticService,
+    "vocoder": VocoderService,
+}
+
+
+@dataclass
+class StageAddresses:
+    """Where the gateway finds each stage (one or more ``host:port`` per stage)."""
+
+    encoder: list[str]
+    acoustic: list[str]
+    vocoder: list[str]
+
+
+def build_stage(kind: str, model_dir: str, config: StageConfig) -> StageService:
+    """The servicer of stage ``kind`` over the model directory (the model loads in ``start_stage``)."""
+    if kind not in STAGES:
+        raise ValueError(f"unknown stage {kind!r}; choose from {sorted(STAGES)}")
+    return STAGES[kind](ModelDir(model_dir), config)
+
+
+async def start_gateway(config: StageConfig, stages: StageAddresses) -> tuple[StageServer, SynthesizerService]:
+    """Binds the gateway (NOT_SERVING), waits for every stage to answer, then reports SERVING."""
+    pools = stage_pools(stages.encoder, stages.acoustic, stages.vocoder, config.server.max_message_bytes)
+    service = SynthesizerService(*pools, config)
+    server = StageServer(config.server, name="gateway")
+    server.add_service(
+        tts_pb2.DESCRIPTOR.services_by_name["Synthesizer"], service, tts_pb2_grpc.add_SynthesizerServicer_to_server
+    )
+    for pool in pools:
+        server.add_shutdown_hook(pool.close)
+    await server.start()
+    try:
+        await service.load()
+    except BaseException:
+        await server.stop(0)
+        raise
+    await server.mark_ready()
+    return server, service
+
+
+async def run_until_signal(server: StageServer, on_ready: Callable[[StageServer], None] | None = None) -> None:
+    """Installs SIGTERM/SIGINT handlers (graceful drain) and waits for the server to stop."""
+    server.install_signal_handlers()
+    if on_ready is not None:
+        on_ready(server)
+    await server.wait()
+
+
+async def serve(kind: str, config: StageConfig, model_dir: str = "", stages: StageAddresses | None = None,
+                on_ready: Callable[[StageServer], None] | None = None) -> None:
+    """Runs one process until SIGTERM/SIGINT: a stage over ``model_dir``, or the gateway over ``stages``."""
+    if kind == "gateway":
+        if stages is None:
+            raise ValueError("the gateway needs the addresses of the encoder, acoustic and vocoder stages")
+        server, _ = await start_gateway(config, stages)
+    else:
+        server = await start_stage(build_stage(kind, model_dir, config))
+    await run_until_signal(server, on_ready)

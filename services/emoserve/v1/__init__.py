@@ -1,0 +1,1 @@
+"""Generated protobuf/gRPC stubs of the emoserve.v1 API (tools/gen_protos.py)."""

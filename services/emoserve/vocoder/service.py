@@ -1,0 +1,64 @@
+"""The vocoder stage: a thin gRPC shell over :class:`~emoserve.vocoder.engine.VocoderEngine`."""
+
+from __future__ import annotations
+
+import grpc
+import numpy as np
+import torch
+
+from emoserve.model.modeldir import ModelDir
+from emoserve.runtime.batcher import DynamicBatcher
+from emoserve.runtime.config import StageConfig, resolve_device, resolve_precision
+from emoserve.runtime.stage import StageService, answer, deadline_s, stage_info, timing
+from emoserve.runtime.tensors import TensorSpec, decode_torch, encode
+from emoserve.v1 import stages_pb2, stages_pb2_grpc
+from emoserve.vocoder.engine import VocoderEngine
+
+MAX_FRAMES = 20000
+"""Longest mel accepted in one call (320 s at 62.5 frames/s)."""
+
+
+class VocoderService(StageService, stages_pb2_grpc.VocoderServicer):
+    """Serves ``emoserve.v1.Vocoder``: mel → waveform."""
+
+    stage = "vocoder"
+    service = "Vocoder"
+    add_to_server = staticmethod(stages_pb2_grpc.add_VocoderServicer_to_server)
+
+    def __init__(self, model_dir: ModelDir, config: StageConfig) -> None:
+        super().__init__(config)
+        self.model_dir = model_dir
+        self.device = resolve_device(config.device)
+        self.precision = resolve_precision(config.precision, self.device)
+        n_mels = model_dir.manifest.vocoder.n_mels
+        self.mel_spec = TensorSpec(
+            "mel", ("float16", "float32", "bfloat16"), rank=2, dims=(n_mels, (1, MAX_FRAMES))
+        )
+        self.engine: VocoderEngine | None = None
+        self.batcher = DynamicBatcher(
+            self._run, config.batching, length_of=lambda mel: mel.shape[1], name="vocoder"
+        )
+        self.batchers.append(self.batcher)
+
+    def load(self) -> None:
+        self.engine = VocoderEngine(self.model_dir, self.device, self.precision)
+        if self.config.warmup:
+            self.engine.warmup(self.config.batching.max_batch_size)
+
+    def _run(self, mels: list[torch.Tensor]) -> list[np.ndarray]:
+        assert self.engine is not None
+        return self.engine.run(mels)
+
+    async def Vocode(self, request: stages_pb2.VocodeRequest, context: grpc.aio.ServicerContext) -> stages_pb2.VocodeResponse:
+        await self.ensure_loaded(context)
+        mel = await answer(context, lambda: decode_torch(request.mel, self.mel_spec))
+        timed = await answer(context, self.batcher.submit_timed(mel, timeout_s=deadline_s(context)))
+        return stages_pb2.VocodeResponse(audio=encode(timed.value), timing=timing(self.stage, timed, self.replica))
+
+    async def Info(self, request: stages_pb2.InfoRequest, context: grpc.aio.ServicerContext) -> stages_pb2.StageInfo:
+        m = self.model_dir.manifest
+        return stage_info(
+            stage=self.stage, model=m.name, sample_rate_hz=m.audio.sample_rate, hop_length=m.audio.hop_length,
+            n_mels=m.vocoder.n_mels, device=self.device, precision=self.precision, engine="torch",
+        )
+
