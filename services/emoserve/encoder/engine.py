@@ -73,7 +73,7 @@ class EncoderEngine:
         self.max_segment_chars = max_segment_chars
 
     def _segments(self, text: str) -> tuple[list[tuple[str, str, list[int]]], list[str]]:
-        out, dropped = [], []
+        out, dropped = [], self.frontend.unspeakable(text)
         for seg in self.frontend.segments(text, self.max_segment_phonemes, self.max_segment_chars):
             phonemes = self.frontend.phonemes(seg)
             ids, unknown = self.frontend.to_ids(phonemes)
@@ -104,7 +104,7 @@ class EncoderEngine:
                     EncodedSegment(seg_text, phonemes, np.asarray(ids, np.int64), prompts[i], contents[row])
                 )
                 row += 1
-            results.append(Encoding(encoded, sorted(set(dropped))))
+            results.append(Encoding(encoded, list(dict.fromkeys(dropped))))
         return results
 
     def warmup(self) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import string
+import unicodedata
 from pathlib import Path
 
 from .chinese import CHINESE_PUNCTUATION, chinese_phonemes, word_segmenter
@@ -12,6 +14,7 @@ from .segmentation import Segmenter
 
 BOUNDARY = "<sos/eos>"
 _HAN = re.compile("[\u4e00-\u9fa5]")
+_PAUSES = frozenset(string.punctuation + CHINESE_PUNCTUATION)
 # Alternating runs: anything without Chinese characters, or Chinese characters
 # together with Chinese punctuation and ASCII spaces.
 _RUNS = re.compile(f"([^\u4e00-\u9fa5]+|[ {CHINESE_PUNCTUATION}\u4e00-\u9fa5]+)")
@@ -119,6 +122,22 @@ class Frontend:
             else:
                 ids.append(index)
         return ids, unknown
+
+    @staticmethod
+    def unspeakable(text: str) -> list[str]:
+        """Characters of ``text`` the front end drops (emoji, other scripts, symbols), each once, in order.
+
+        Spoken are: Chinese characters, Latin letters (accents are stripped), digits of any script,
+        whitespace and punctuation, which becomes pauses.
+        """
+        dropped: dict[str, None] = {}
+        for char in text:
+            if _HAN.match(char) or char.isspace() or char in _PAUSES or unicodedata.category(char) == "Nd":
+                continue
+            base = unicodedata.normalize("NFD", char)[0]
+            if not (base.isascii() and base.isalpha()):
+                dropped[char] = None
+        return list(dropped)
 
     def count(self, text: str) -> int:
         """Number of phoneme symbols (including both ``<sos/eos>``) for ``text``."""
