@@ -50,13 +50,15 @@ FIXED_FIELDS = {
     stages_pb2.AcousticResponse: {"mel": 1, "durations": 2, "timing": 3},
     stages_pb2.VocodeRequest: {"mel": 1, "request_id": 2},
     stages_pb2.VocodeResponse: {"audio": 1, "timing": 2},
+    stages_pb2.VocodeStreamRequest: {"mel": 1, "request_id": 2, "first_chunk_frames": 3, "max_chunk_frames": 4},
+    stages_pb2.VocodeChunk: {"audio": 1, "index": 2, "last": 3, "timing": 4},
 }
 
 FIXED_METHODS = {
     (tts_pb2, "Synthesizer"): {"Synthesize": (False, False), "SynthesizeStream": (False, True), "ListVoices": (False, False)},
     (stages_pb2, "Encoder"): {"Encode": (False, False), "Info": (False, False)},
     (stages_pb2, "Acoustic"): {"Generate": (False, False), "Info": (False, False)},
-    (stages_pb2, "Vocoder"): {"Vocode": (False, False), "Info": (False, False)},
+    (stages_pb2, "Vocoder"): {"Vocode": (False, False), "VocodeStream": (False, True), "Info": (False, False)},
 }
 
 

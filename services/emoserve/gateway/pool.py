@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +67,17 @@ class StagePool:
         preferred = [r for r in candidates if r.available(now)] or candidates
         return min(preferred, key=lambda r: r.outstanding)
 
+    def _retry_elsewhere(self, replica: Replica, exc: grpc.aio.AioRpcError, tried: set[Replica]) -> bool:
+        """Marks a replica that refused a call (UNAVAILABLE); True if another replica is left to try."""
+        if exc.code() != grpc.StatusCode.UNAVAILABLE:
+            return False
+        replica.avoid_until = time.monotonic() + RETRY_AFTER_S
+        tried.add(replica)
+        if len(tried) == len(self.replicas):
+            return False
+        log.warning("%s replica %s unavailable (%s); retrying elsewhere", self.stage, replica.address, exc.details())
+        return True
+
     async def call(self, method: str, request: Any, timeout: float | None) -> Any:
         """Calls ``method`` on a replica, retrying not-started calls on the others.
 
@@ -81,13 +92,31 @@ class StagePool:
             try:
                 return await getattr(replica.stub, method)(request, timeout=timeout)
             except grpc.aio.AioRpcError as exc:
-                if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                if not self._retry_elsewhere(replica, exc, tried):
                     raise
-                replica.avoid_until = time.monotonic() + RETRY_AFTER_S
-                tried.add(replica)
-                if len(tried) == len(self.replicas):
+            finally:
+                replica.outstanding -= 1
+
+    async def stream(self, method: str, request: Any, timeout: float | None) -> AsyncIterator[Any]:
+        """Server-streaming ``method`` on a replica; retried elsewhere only if refused before any message.
+
+        Raises:
+            grpc.aio.AioRpcError: as :meth:`call`.
+        """
+        tried: set[Replica] = set()
+        while True:
+            replica = self.pick(tried)
+            assert replica is not None
+            replica.outstanding += 1
+            started = False
+            try:
+                async for message in getattr(replica.stub, method)(request, timeout=timeout):
+                    started = True
+                    yield message
+                return
+            except grpc.aio.AioRpcError as exc:
+                if started or not self._retry_elsewhere(replica, exc, tried):
                     raise
-                log.warning("%s replica %s unavailable (%s); retrying elsewhere", self.stage, replica.address, exc.details())
             finally:
                 replica.outstanding -= 1
 

@@ -149,32 +149,53 @@ class SynthesizerService(tts_pb2_grpc.SynthesizerServicer):
         request = stages_pb2.EncodeRequest(text=plan.text, emotion=plan.emotion, request_id=plan.request_id)
         return await self.encoder.call("Encode", request, plan.timeout())
 
-    async def _render(self, plan: Plan, segment: stages_pb2.EncodedSegment) -> Rendered:
-        assert self.info is not None
-        generated = await self.acoustic.call(
-            "Generate",
-            stages_pb2.AcousticRequest(
-                phoneme_ids=segment.phoneme_ids,
-                prompt_embedding=segment.prompt_embedding,
-                content_embedding=segment.content_embedding,
-                speaker=plan.speaker,
-                speed=plan.speed,
-                pitch_semitones=plan.pitch_semitones,
-                energy=plan.energy,
-                request_id=plan.request_id,
-            ),
-            plan.timeout(),
+    async def _generate(self, plan: Plan, segment: stages_pb2.EncodedSegment) -> stages_pb2.AcousticResponse:
+        request = stages_pb2.AcousticRequest(
+            phoneme_ids=segment.phoneme_ids,
+            prompt_embedding=segment.prompt_embedding,
+            content_embedding=segment.content_embedding,
+            speaker=plan.speaker,
+            speed=plan.speed,
+            pitch_semitones=plan.pitch_semitones,
+            energy=plan.energy,
+            request_id=plan.request_id,
         )
+        return await self.acoustic.call("Generate", request, plan.timeout())
+
+    def _resample(self, plan: Plan, samples: stages_pb2.Tensor) -> np.ndarray:
+        assert self.info is not None
+        return audio.resample(decode(samples, WAVE_SPEC), self.info.sample_rate_hz, plan.sample_rate)
+
+    async def _render(self, plan: Plan, segment: stages_pb2.EncodedSegment) -> Rendered:
+        """One segment, whole: mel, then waveform."""
+        generated = await self._generate(plan, segment)
         vocoded = await self.vocoder.call(
             "Vocode", stages_pb2.VocodeRequest(mel=generated.mel, request_id=plan.request_id), plan.timeout()
         )
-        wave = audio.resample(decode(vocoded.audio, WAVE_SPEC), self.info.sample_rate_hz, plan.sample_rate)
-        frames = decode(generated.durations, DURATION_SPEC)
-        durations = [
-            tts_pb2.PhonemeDuration(symbol=symbol.strip("[]"), frames=int(n))
-            for symbol, n in zip(segment.phonemes.split(), frames)
-        ]
-        return Rendered(wave, durations, [generated.timing, vocoded.timing])
+        return Rendered(self._resample(plan, vocoded.audio), _durations(segment, generated),
+                        [generated.timing, vocoded.timing])
+
+    async def _stream_segment(
+        self, plan: Plan, generated: stages_pb2.AcousticResponse, timings: list[tts_pb2.StageTiming]
+    ) -> AsyncIterator[tuple[np.ndarray, bool]]:
+        """``(waveform piece, is the segment's last)`` as the vocoder streams them.
+
+        At the model's rate each vocoder chunk is passed on at once; a resampled stream waits for the
+        segment's last chunk and resamples the segment whole (exactly as unary calls do).
+        """
+        assert self.info is not None
+        resampled = plan.sample_rate != self.info.sample_rate_hz
+        request = stages_pb2.VocodeStreamRequest(mel=generated.mel, request_id=plan.request_id)
+        pieces = []
+        async for chunk in self.vocoder.stream("VocodeStream", request, plan.timeout()):
+            timings.append(chunk.timing)
+            if resampled:
+                pieces.append(chunk.audio)
+            else:
+                yield decode(chunk.audio, WAVE_SPEC), chunk.last
+        if resampled:
+            whole = np.concatenate([decode(p, WAVE_SPEC) for p in pieces])
+            yield audio.resample(whole, self.info.sample_rate_hz, plan.sample_rate), True
 
     # -- RPCs -------------------------------------------------------------------------
 
@@ -208,37 +229,40 @@ class SynthesizerService(tts_pb2_grpc.SynthesizerServicer):
     async def SynthesizeStream(
         self, request: tts_pb2.SynthesizeRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[tts_pb2.AudioChunk]:
+        started = time.perf_counter()
         async with _status(context):
             plan = self.plan(request, context.time_remaining())
             encoded = await self._encode(plan)
         segments = list(encoded.segments)
-        pending: list[asyncio.Task[Rendered]] = []
+        pending: list[asyncio.Task[stages_pb2.AcousticResponse]] = []
         timings = [encoded.timing]
+        index = 0
         try:
             for i in range(len(segments)):
                 while len(pending) < LOOKAHEAD_SEGMENTS and i + len(pending) < len(segments):
-                    nxt = segments[i + len(pending)]
-                    pending.append(asyncio.ensure_future(self._render(plan, nxt)))
+                    pending.append(asyncio.ensure_future(self._generate(plan, segments[i + len(pending)])))
                 async with _status(context):
-                    rendered = await pending.pop(0)
-                timings.extend(rendered.timings)
-                wave = np.concatenate([audio.pause(plan.sample_rate), rendered.audio]) if i else rendered.audio
-                data = audio.encode_pcm(wave, plan.encoding)
-                if i == 0 and plan.encoding == tts_pb2.WAV:
-                    data = audio.wav_stream_header(plan.sample_rate) + data
-                last = i == len(segments) - 1
-                yield tts_pb2.AudioChunk(
-                    audio=data,
-                    sample_rate_hz=plan.sample_rate,
-                    index=i,
-                    last=last,
-                    request_id=plan.request_id,
-                    encoding=plan.encoding,
-                    timings=timings if last else [],
-                )
+                    generated = await pending.pop(0)
+                    timings.append(generated.timing)
+                    first = True
+                    async for wave, segment_done in self._stream_segment(plan, generated, timings):
+                        if first and i:
+                            wave = np.concatenate([audio.pause(plan.sample_rate), wave])
+                        first = False
+                        data = audio.encode_pcm(wave, plan.encoding)
+                        if index == 0 and plan.encoding == tts_pb2.WAV:
+                            data = audio.wav_stream_header(plan.sample_rate) + data
+                        last = segment_done and i == len(segments) - 1
+                        yield tts_pb2.AudioChunk(
+                            audio=data, sample_rate_hz=plan.sample_rate, index=index, last=last,
+                            request_id=plan.request_id, encoding=plan.encoding, timings=timings if last else [],
+                        )
+                        index += 1
         finally:
             for task in pending:
                 task.cancel()
+        log.info("request_id=%s stream segments=%d chunks=%d total_ms=%.1f",
+                 plan.request_id, len(segments), index, (time.perf_counter() - started) * 1e3)
 
     async def ListVoices(
         self, request: tts_pb2.ListVoicesRequest, context: grpc.aio.ServicerContext
@@ -250,6 +274,12 @@ class SynthesizerService(tts_pb2_grpc.SynthesizerServicer):
             model=self.info.model,
             sample_rate_hz=self.info.sample_rate_hz,
         )
+
+
+def _durations(segment: stages_pb2.EncodedSegment, generated: stages_pb2.AcousticResponse) -> list:
+    frames = decode(generated.durations, DURATION_SPEC)
+    return [tts_pb2.PhonemeDuration(symbol=symbol.strip("[]"), frames=int(n))
+            for symbol, n in zip(segment.phonemes.split(), frames)]
 
 
 class _status:

@@ -114,8 +114,9 @@ class BatchingConfig(_Validated):
     """Queue timeout of requests that bring none, in µs (0 = no timeout)."""
     timeout_action: Literal["reject", "delay"] = "reject"
     """On queue timeout: "reject" fails the request (DEADLINE_EXCEEDED); "delay" serves it after all others."""
-    priority_levels: int = 1
-    """Number of priorities; a request's priority is in [0, priority_levels), lower served first."""
+    priority_levels: int = 2
+    """Number of priorities; a request's priority is in [0, priority_levels), lower served first. The vocoder
+    serves the first chunk of each stream at priority 0 and later chunks at 1."""
     length_bucketing: bool = True
     """Build batches from requests of similar length (less padding) when more are queued than fit."""
 
@@ -159,6 +160,24 @@ class ServerConfig(_Validated):
 
 
 @dataclass(frozen=True)
+class StreamingConfig(_Validated):
+    """Chunking of streamed audio (vocoder stage)."""
+
+    first_chunk_frames: int = 8
+    """Mel frames in a stream's first chunk (8 frames = 128 ms at 16 kHz, hop 256): smaller = earlier audio."""
+    max_chunk_frames: int = 128
+    """Chunks double in size after the first, up to this many frames."""
+
+    def _check(self) -> None:
+        self._require(self.first_chunk_frames >= 1, "first_chunk_frames", ">= 1")
+        self._require(
+            self.max_chunk_frames >= self.first_chunk_frames,
+            "max_chunk_frames",
+            f">= first_chunk_frames={self.first_chunk_frames}",
+        )
+
+
+@dataclass(frozen=True)
 class StageConfig(_Validated):
     """Configuration of one pipeline stage process (or the gateway)."""
 
@@ -170,10 +189,10 @@ class StageConfig(_Validated):
     """Dynamic batching of the stage's model calls."""
     server: ServerConfig = field(default_factory=ServerConfig)
     """gRPC server settings."""
+    streaming: StreamingConfig = field(default_factory=StreamingConfig)
+    """Chunking of streamed audio."""
     max_text_chars: int = 10000
     """Longest accepted input text, in characters (INVALID_ARGUMENT beyond)."""
-    model_dir: str = ""
-    """Directory holding the model checkpoints ("" = the stage's built-in default)."""
     replica: str = ""
     """Replica name reported in ``StageTiming.replica`` ("" = host name)."""
     warmup: bool = True

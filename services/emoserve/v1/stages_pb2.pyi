@@ -139,3 +139,27 @@ class VocodeResponse(_message.Message):
     audio: Tensor
     timing: _tts_pb2.StageTiming
     def __init__(self, audio: _Optional[_Union[Tensor, _Mapping]] = ..., timing: _Optional[_Union[_tts_pb2.StageTiming, _Mapping]] = ...) -> None: ...
+
+class VocodeStreamRequest(_message.Message):
+    __slots__ = ("mel", "request_id", "first_chunk_frames", "max_chunk_frames")
+    MEL_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    FIRST_CHUNK_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    MAX_CHUNK_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    mel: Tensor
+    request_id: str
+    first_chunk_frames: int
+    max_chunk_frames: int
+    def __init__(self, mel: _Optional[_Union[Tensor, _Mapping]] = ..., request_id: _Optional[str] = ..., first_chunk_frames: _Optional[int] = ..., max_chunk_frames: _Optional[int] = ...) -> None: ...
+
+class VocodeChunk(_message.Message):
+    __slots__ = ("audio", "index", "last", "timing")
+    AUDIO_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    TIMING_FIELD_NUMBER: _ClassVar[int]
+    audio: Tensor
+    index: int
+    last: bool
+    timing: _tts_pb2.StageTiming
+    def __init__(self, audio: _Optional[_Union[Tensor, _Mapping]] = ..., index: _Optional[int] = ..., last: _Optional[bool] = ..., timing: _Optional[_Union[_tts_pb2.StageTiming, _Mapping]] = ...) -> None: ...

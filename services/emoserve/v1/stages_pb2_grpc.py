@@ -283,6 +283,11 @@ class VocoderStub:
                 request_serializer=emoserve_dot_v1_dot_stages__pb2.VocodeRequest.SerializeToString,
                 response_deserializer=emoserve_dot_v1_dot_stages__pb2.VocodeResponse.FromString,
                 _registered_method=True)
+        self.VocodeStream = channel.unary_stream(
+                '/emoserve.v1.Vocoder/VocodeStream',
+                request_serializer=emoserve_dot_v1_dot_stages__pb2.VocodeStreamRequest.SerializeToString,
+                response_deserializer=emoserve_dot_v1_dot_stages__pb2.VocodeChunk.FromString,
+                _registered_method=True)
         self.Info = channel.unary_unary(
                 '/emoserve.v1.Vocoder/Info',
                 request_serializer=emoserve_dot_v1_dot_stages__pb2.InfoRequest.SerializeToString,
@@ -296,6 +301,17 @@ class VocoderServicer:
 
     def Vocode(self, request, context):
         """Converts a mel spectrogram into audio samples.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VocodeStream(self, request, context):
+        """Streams the waveform of a mel in chunks: a small first chunk (early first
+        audio), then chunks that double in size. Each chunk is vocoded with enough
+        mel context on both sides (the generator's receptive field) that the
+        chunks concatenate to what `Vocode` returns. Chunks of concurrent streams
+        are batched together; first chunks are served before later ones.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -315,6 +331,11 @@ def add_VocoderServicer_to_server(servicer, server):
                     servicer.Vocode,
                     request_deserializer=emoserve_dot_v1_dot_stages__pb2.VocodeRequest.FromString,
                     response_serializer=emoserve_dot_v1_dot_stages__pb2.VocodeResponse.SerializeToString,
+            ),
+            'VocodeStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.VocodeStream,
+                    request_deserializer=emoserve_dot_v1_dot_stages__pb2.VocodeStreamRequest.FromString,
+                    response_serializer=emoserve_dot_v1_dot_stages__pb2.VocodeChunk.SerializeToString,
             ),
             'Info': grpc.unary_unary_rpc_method_handler(
                     servicer.Info,
@@ -350,6 +371,33 @@ class Vocoder:
             '/emoserve.v1.Vocoder/Vocode',
             emoserve_dot_v1_dot_stages__pb2.VocodeRequest.SerializeToString,
             emoserve_dot_v1_dot_stages__pb2.VocodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VocodeStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/emoserve.v1.Vocoder/VocodeStream',
+            emoserve_dot_v1_dot_stages__pb2.VocodeStreamRequest.SerializeToString,
+            emoserve_dot_v1_dot_stages__pb2.VocodeChunk.FromString,
             options,
             channel_credentials,
             insecure,

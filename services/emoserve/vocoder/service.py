@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+
 import grpc
 import numpy as np
-import torch
 
 from emoserve.model.modeldir import ModelDir
 from emoserve.runtime.batcher import DynamicBatcher
@@ -12,7 +14,8 @@ from emoserve.runtime.config import StageConfig, resolve_device, resolve_precisi
 from emoserve.runtime.stage import StageService, answer, deadline_s, stage_info, timing
 from emoserve.runtime.tensors import TensorSpec, decode_torch, encode
 from emoserve.v1 import stages_pb2, stages_pb2_grpc
-from emoserve.vocoder.engine import VocoderEngine
+from emoserve.vocoder.engine import VocodeJob, VocoderEngine
+from emoserve.vocoder.streaming import chunk_plan, receptive_field_frames
 
 MAX_FRAMES = 20000
 """Longest mel accepted in one call (320 s at 62.5 frames/s)."""
@@ -34,9 +37,10 @@ class VocoderService(StageService, stages_pb2_grpc.VocoderServicer):
         self.mel_spec = TensorSpec(
             "mel", ("float16", "float32", "bfloat16"), rank=2, dims=(n_mels, (1, MAX_FRAMES))
         )
+        self.context_frames = receptive_field_frames(model_dir.manifest.vocoder)
         self.engine: VocoderEngine | None = None
         self.batcher = DynamicBatcher(
-            self._run, config.batching, length_of=lambda mel: mel.shape[1], name="vocoder"
+            self._run, config.batching, length_of=lambda job: job.frames, name="vocoder"
         )
         self.batchers.append(self.batcher)
 
@@ -45,15 +49,47 @@ class VocoderService(StageService, stages_pb2_grpc.VocoderServicer):
         if self.config.warmup:
             self.engine.warmup(self.config.batching.max_batch_size)
 
-    def _run(self, mels: list[torch.Tensor]) -> list[np.ndarray]:
+    def _run(self, jobs: list[VocodeJob]) -> list[np.ndarray]:
         assert self.engine is not None
-        return self.engine.run(mels)
+        return self.engine.run(jobs)
 
     async def Vocode(self, request: stages_pb2.VocodeRequest, context: grpc.aio.ServicerContext) -> stages_pb2.VocodeResponse:
         await self.ensure_loaded(context)
         mel = await answer(context, lambda: decode_torch(request.mel, self.mel_spec))
-        timed = await answer(context, self.batcher.submit_timed(mel, timeout_s=deadline_s(context)))
+        timed = await answer(context, self.batcher.submit_timed(VocodeJob(mel), timeout_s=deadline_s(context)))
         return stages_pb2.VocodeResponse(audio=encode(timed.value), timing=timing(self.stage, timed, self.replica))
+
+    async def VocodeStream(
+        self, request: stages_pb2.VocodeStreamRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[stages_pb2.VocodeChunk]:
+        await self.ensure_loaded(context)
+        mel = await answer(context, lambda: decode_torch(request.mel, self.mel_spec))
+        cfg = self.config.streaming
+        plan = await answer(context, lambda: chunk_plan(
+            mel.shape[1],
+            request.first_chunk_frames or cfg.first_chunk_frames,
+            request.max_chunk_frames or cfg.max_chunk_frames,
+            self.context_frames,
+        ))
+        later = min(1, self.config.batching.priority_levels - 1)
+        tasks = [
+            asyncio.ensure_future(self.batcher.submit_timed(
+                VocodeJob(mel[:, c.lo : c.hi], trim=c.trim, keep=c.end - c.start),
+                priority=0 if c.index == 0 else later,
+                timeout_s=deadline_s(context),
+            ))
+            for c in plan
+        ]
+        try:
+            for chunk, task in zip(plan, tasks):
+                timed = await answer(context, task)
+                yield stages_pb2.VocodeChunk(
+                    audio=encode(timed.value), index=chunk.index, last=chunk.index == len(plan) - 1,
+                    timing=timing(self.stage, timed, self.replica),
+                )
+        finally:
+            for task in tasks:
+                task.cancel()
 
     async def Info(self, request: stages_pb2.InfoRequest, context: grpc.aio.ServicerContext) -> stages_pb2.StageInfo:
         m = self.model_dir.manifest
