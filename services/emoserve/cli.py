@@ -192,6 +192,15 @@ def _add_client(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_voices)
 
 
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    from emoserve.tools import bench
+
+    p = sub.add_parser("bench", help="load-test a running gateway (latency, RTFX vs concurrency)",
+                       description=bench.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    bench.add_arguments(p)
+    p.set_defaults(handler=bench.run_from_args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full ``emoserve`` argument parser."""
     parser = argparse.ArgumentParser(prog="emoserve", description=__doc__)
@@ -199,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_tools(sub)
     _add_servers(sub)
     _add_client(sub)
+    _add_bench(sub)
     return parser
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from emoserve.model.acoustic import Prosody
+from emoserve.model.graphs import GraphCache, bucket_up, geometric_buckets, power_of_two_buckets
 from emoserve.model.modeldir import ModelDir
 
 
@@ -40,15 +41,31 @@ class AcousticResult:
 class AcousticEngine:
     """Runs :class:`~emoserve.model.acoustic.AcousticModel` on padded batches.
 
+    On CUDA the token side (encoder, predictors) and the frame side (upsampling, decoder) each replay CUDA
+    graphs captured per (batch, tokens) and (batch, frames) bucket; the frame count is read between them.
+    Shapes beyond the buckets run eagerly.
+
     Args:
         model_dir: the loaded model directory.
         device: torch device.
         precision: ``fp32``, ``fp16`` or ``bf16``.
         wire_dtype: dtype of the returned mels (fp16 travels between stages by default).
+        max_batch: largest batch the stage forms (graph buckets: powers of two up to it).
+        cuda_graphs: capture CUDA graphs (ignored on the CPU).
+        max_graph_tokens: longest token sequence served by a graph.
+        max_graph_frames: longest mel served by a graph.
     """
 
     def __init__(
-        self, model_dir: ModelDir, device: str = "cpu", precision: str = "fp32", wire_dtype: torch.dtype = torch.float16
+        self,
+        model_dir: ModelDir,
+        device: str = "cpu",
+        precision: str = "fp32",
+        wire_dtype: torch.dtype = torch.float16,
+        max_batch: int = 8,
+        cuda_graphs: bool = True,
+        max_graph_tokens: int = 512,
+        max_graph_frames: int = 2048,
     ) -> None:
         self.model = model_dir.load_acoustic(device, precision)
         self.device = torch.device(device)
@@ -56,6 +73,15 @@ class AcousticEngine:
         self.wire_dtype = wire_dtype
         cfg = self.model.config
         self.n_vocab, self.n_speakers, self.style_dim = cfg.n_vocab, cfg.n_speakers, cfg.style_dim
+        self.graphs: dict[str, GraphCache] = {}
+        if self.device.type == "cuda" and cuda_graphs:
+            self.graphs = {"encode": GraphCache(self._encode), "decode": GraphCache(self._decode)}
+        self.engine = "torch+cudagraphs" if self.graphs else "torch"
+        self.batch_buckets = power_of_two_buckets(max_batch)
+        self.token_buckets = geometric_buckets(16, max_graph_tokens, factor=1.5)
+        self.max_graph_tokens = self.token_buckets[-1]
+        self.frame_buckets = geometric_buckets(32, max_graph_frames, factor=1.5)
+        self.frame_index = torch.arange(self.frame_buckets[-1], device=self.device)
 
     def check(self, item: AcousticItem) -> None:
         """Rejects an item the model cannot run, with a message naming the field.
@@ -74,36 +100,85 @@ class AcousticEngine:
             if shape != (self.style_dim,):
                 raise ValueError(f"{name}_embedding must have shape ({self.style_dim},), got {tuple(shape)}")
 
-    def run(self, items: list[AcousticItem]) -> list[AcousticResult]:
-        """Synthesises a batch; items must have passed :meth:`check`."""
-        dev = self.device
-        lengths = torch.tensor([len(it.ids) for it in items], device=dev)
-        ids = torch.zeros(len(items), int(lengths.max()), dtype=torch.long)
+    def _inputs(self, items: list[AcousticItem], batch: int, tokens: int) -> tuple[torch.Tensor, ...]:
+        """Padded model inputs on the device; padding rows are one-token dummies (masked, then dropped)."""
+        n = len(items)
+        ids = torch.zeros(batch, tokens, dtype=torch.long)
         for b, it in enumerate(items):
             ids[b, : len(it.ids)] = torch.from_numpy(np.asarray(it.ids, dtype=np.int64))
-        out = self.model.generate(
-            ids.to(dev),
-            lengths,
-            torch.tensor([it.speaker for it in items], device=dev),
-            torch.from_numpy(np.stack([it.prompt for it in items])).to(dev, self.dtype),
-            torch.from_numpy(np.stack([it.content for it in items])).to(dev, self.dtype),
-            Prosody(
-                speed=torch.tensor([it.speed for it in items], device=dev),
-                pitch_semitones=torch.tensor([it.pitch_semitones for it in items], device=dev),
-                energy=torch.tensor([it.energy for it in items], device=dev),
-            ),
-        )
-        mel = out.mel.to(self.wire_dtype).cpu()
-        frames = out.mel_lengths.tolist()
-        durations = out.durations.to(torch.int32).cpu().numpy()
+        lengths = torch.ones(batch, dtype=torch.long)
+        lengths[:n] = torch.tensor([len(it.ids) for it in items])
+        speakers = torch.zeros(batch, dtype=torch.long)
+        speakers[:n] = torch.tensor([it.speaker for it in items])
+        prompt = torch.zeros(batch, self.style_dim)
+        prompt[:n] = torch.from_numpy(np.stack([it.prompt for it in items]))
+        content = torch.zeros(batch, self.style_dim)
+        content[:n] = torch.from_numpy(np.stack([it.content for it in items]))
+        controls = torch.tensor([[1.0, 0.0, 1.0]] * batch)
+        controls[:n] = torch.tensor([[it.speed, it.pitch_semitones, it.energy] for it in items])
+        host = (ids, lengths, speakers, prompt.to(self.dtype), content.to(self.dtype), *controls.T.contiguous())
+        if self.device.type == "cuda":
+            host = tuple(t.pin_memory() for t in host)
+        return tuple(t.to(self.device, non_blocking=True) for t in host)
+
+    def _encode(self, ids, lengths, speakers, prompt, content, speed, pitch, energy):
+        return self.model.encode(ids, lengths, speakers, prompt, content, Prosody(speed, pitch, energy))
+
+    def _decode(self, hidden, durations, token_mask, frame_index):
+        return (self.model.decode(hidden, durations, token_mask, frame_index.shape[0]),)
+
+    def run(self, items: list[AcousticItem]) -> list[AcousticResult]:
+        """Synthesises a batch; items must have passed :meth:`check`."""
+        n, tokens = len(items), max(len(it.ids) for it in items)
+        batch = bucket_up(n, self.batch_buckets) if self.graphs else None
+        token_bucket = bucket_up(tokens, self.token_buckets) if self.graphs else None
+        with torch.inference_mode():
+            if batch is None or token_bucket is None:
+                inputs = self._inputs(items, n, tokens)
+                hidden, durations, _, _, token_mask = self._encode(*inputs)
+            else:
+                inputs = self._inputs(items, batch, token_bucket)
+                hidden, durations, _, _, token_mask = self.graphs["encode"].run(
+                    (batch, token_bucket), inputs, lambda outs: tuple(t.clone() for t in outs)
+                )
+            frames = durations[:n].sum(-1).tolist()
+            n_frames = max(frames)
+            frame_bucket = bucket_up(n_frames, self.frame_buckets) if batch is not None and token_bucket else None
+            if frame_bucket is None:
+                mel = self.model.decode(hidden, durations, token_mask, n_frames)
+            else:
+                pad = self.max_graph_tokens - hidden.shape[1]
+                decode_inputs = (
+                    torch.nn.functional.pad(hidden, (0, 0, 0, pad)),
+                    torch.nn.functional.pad(durations, (0, pad)),
+                    torch.nn.functional.pad(token_mask, (0, pad)),
+                    self.frame_index[:frame_bucket],
+                )
+                mel = self.graphs["decode"].run(
+                    (batch, frame_bucket), decode_inputs, lambda outs: outs[0][:n, :, :n_frames].to(self.wire_dtype)
+                )
+            mel = mel[:n].to(self.wire_dtype).cpu()
+            durations = durations[:n].to(torch.int32).cpu().numpy()
         return [
             AcousticResult(mel=mel[b, :, : frames[b]], durations=durations[b, : len(it.ids)])
             for b, it in enumerate(items)
         ]
 
-    def warmup(self, max_batch: int = 1) -> None:
-        """Runs representative shapes once so the first request pays no start-up cost."""
+    def warmup(self) -> None:
+        """Captures every graph bucket (or runs one eager batch on the CPU) before the stage reports SERVING."""
         zero = np.zeros(self.style_dim, dtype=np.float32)
         item = AcousticItem(ids=np.ones(16, dtype=np.int64), speaker=0, prompt=zero, content=zero)
-        for batch in sorted({1, max_batch}):
-            self.run([item] * batch)
+        if not self.graphs:
+            self.run([item])
+            return
+        with torch.inference_mode():
+            for batch in self.batch_buckets:
+                for tokens in self.token_buckets:
+                    self.graphs["encode"].run((batch, tokens), self._inputs([item], batch, tokens), lambda outs: None)
+                hidden = torch.zeros(batch, self.max_graph_tokens, self.model.config.hidden, device=self.device,
+                                     dtype=self.dtype)
+                durations = torch.ones(batch, self.max_graph_tokens, dtype=torch.long, device=self.device)
+                mask = torch.ones(batch, self.max_graph_tokens, dtype=torch.bool, device=self.device)
+                for frames in self.frame_buckets:
+                    inputs = (hidden, durations, mask, self.frame_index[:frames])
+                    self.graphs["decode"].run((batch, frames), inputs, lambda outs: None)

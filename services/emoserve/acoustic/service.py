@@ -41,9 +41,11 @@ class AcousticService(StageService, stages_pb2_grpc.AcousticServicer):
         self.batchers.append(self.batcher)
 
     def load(self) -> None:
-        self.engine = AcousticEngine(self.model_dir, self.device, self.precision)
+        self.engine = AcousticEngine(
+            self.model_dir, self.device, self.precision, max_batch=self.config.batching.max_batch_size
+        )
         if self.config.warmup:
-            self.engine.warmup(self.config.batching.max_batch_size)
+            self.engine.warmup()
 
     def _run(self, items: list[AcousticItem]) -> list[AcousticResult]:
         assert self.engine is not None
@@ -77,10 +79,11 @@ class AcousticService(StageService, stages_pb2_grpc.AcousticServicer):
         )
 
     async def Info(self, request: stages_pb2.InfoRequest, context: grpc.aio.ServicerContext) -> stages_pb2.StageInfo:
+        await self.ensure_loaded(context)  # the gateway reads an answer as "ready": none while loading
         m = self.model_dir.manifest
         return stage_info(
             stage=self.stage, model=m.name, sample_rate_hz=m.audio.sample_rate, hop_length=m.audio.hop_length,
-            n_mels=m.audio.n_mels, device=self.device, precision=self.precision, engine="torch",
+            n_mels=m.audio.n_mels, device=self.device, precision=self.precision, engine=self.engine.engine,
             voices=[tts_pb2.Voice(name=v, id=i) for i, v in enumerate(m.voices)], default_voice=m.default_voice,
         )
 

@@ -67,6 +67,7 @@ class EncoderService(StageService, stages_pb2_grpc.EncoderServicer):
         )
 
     async def Info(self, request: stages_pb2.InfoRequest, context: grpc.aio.ServicerContext) -> stages_pb2.StageInfo:
+        await self.ensure_loaded(context)  # the gateway reads an answer as "ready": none while loading
         m = self.model_dir.manifest
         return stage_info(
             stage=self.stage, model=m.name, sample_rate_hz=m.audio.sample_rate, hop_length=m.audio.hop_length,

@@ -106,14 +106,12 @@ class HiFiGAN(nn.Module):
 
         Args:
             mel: ``[B, n_mels, F]``.
-            lengths: ``[B]`` real frame counts; ``None`` when all items fill ``F``.
+            lengths: ``[B]`` real frame counts; ``None`` when all items fill ``F`` (skips the masks).
 
         Returns:
             ``[B, F * hop]`` waveform; samples past ``lengths[b] * hop`` are zero.
         """
         frames = mel.size(-1)
-        if lengths is not None and bool((lengths == frames).all()):
-            lengths = None
         scale = 1
 
         def mask_at(upsampled: int) -> torch.Tensor | None:
@@ -140,6 +138,6 @@ class HiFiGAN(nn.Module):
     @torch.inference_mode()
     def vocode(self, mel: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
         """Vocodes a padded batch and trims each item to ``lengths[b] * hop`` samples."""
-        wav = self(mel, lengths)
+        wav = self(mel, None if bool((lengths == mel.size(-1)).all()) else lengths)
         hop = self.hop_length
         return [wav[b, : int(n) * hop] for b, n in enumerate(lengths.tolist())]

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from emoserve.model.graphs import GraphCache, bucket_up, geometric_buckets, power_of_two_buckets
 from emoserve.model.modeldir import ModelDir
 
 
@@ -32,42 +33,75 @@ class VocodeJob:
 class VocoderEngine:
     """Runs the HiFi-GAN generator on padded batches of mels.
 
+    On CUDA, batches up to ``max_batch`` items and ``max_graph_frames`` frames replay CUDA graphs captured
+    per (batch, frames) bucket; larger ones run eagerly.
+
     Args:
         model_dir: the loaded model directory.
         device: torch device.
         precision: ``fp32``, ``fp16`` or ``bf16``.
+        max_batch: largest batch the stage forms (graph buckets: powers of two up to it).
+        cuda_graphs: capture CUDA graphs (ignored on the CPU).
+        max_graph_frames: longest mel served by a graph.
     """
 
-    engine = "torch"
-
-    def __init__(self, model_dir: ModelDir, device: str = "cpu", precision: str = "fp32") -> None:
+    def __init__(
+        self,
+        model_dir: ModelDir,
+        device: str = "cpu",
+        precision: str = "fp32",
+        max_batch: int = 8,
+        cuda_graphs: bool = True,
+        max_graph_frames: int = 1024,
+    ) -> None:
         self.model = model_dir.load_vocoder(device, precision)
         self.device = torch.device(device)
         self.dtype = next(self.model.parameters()).dtype
         self.n_mels = self.model.config.n_mels
         self.hop_length = self.model.hop_length
+        on_cuda = self.device.type == "cuda"
+        self.graphs = GraphCache(lambda mel, lengths: (self.model(mel, lengths),)) if on_cuda and cuda_graphs else None
+        self.batch_buckets = power_of_two_buckets(max_batch)
+        self.frame_buckets = geometric_buckets(16, max_graph_frames, factor=1.5)
+        self.engine = "torch+cudagraphs" if self.graphs is not None else "torch"
 
-    def check(self, mel: torch.Tensor) -> None:
-        """Raises ValueError unless ``mel`` is ``[n_mels, frames]`` with frames ≥ 1."""
-        if mel.dim() != 2 or mel.shape[0] != self.n_mels or mel.shape[1] < 1:
-            raise ValueError(f"mel must have shape ({self.n_mels}, frames>=1), got {tuple(mel.shape)}")
+    def _stage(self, jobs: list[VocodeJob], batch: int, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pads the jobs into a (batch, n_mels, frames) tensor on the device (through pinned memory on CUDA)."""
+        mel = torch.zeros(batch, self.n_mels, frames, dtype=self.dtype)
+        lengths = torch.ones(batch, dtype=torch.long)
+        for b, job in enumerate(jobs):
+            mel[b, :, : job.frames] = job.mel
+            lengths[b] = job.frames
+        if self.device.type == "cuda":
+            mel, lengths = mel.pin_memory(), lengths.pin_memory()
+        return mel.to(self.device, non_blocking=True), lengths.to(self.device, non_blocking=True)
+
+    def _take(self, jobs: list[VocodeJob], wav: torch.Tensor) -> list[np.ndarray]:
+        host = wav[: len(jobs)].float().cpu().numpy()  # one device-to-host copy for the batch
+        hop, out = self.hop_length, []
+        for job, samples in zip(jobs, host):
+            keep = job.frames - job.trim if job.keep is None else job.keep
+            out.append(samples[job.trim * hop : (job.trim + keep) * hop].copy())
+        return out
 
     def run(self, jobs: list[VocodeJob]) -> list[np.ndarray]:
         """Vocodes a batch of windows; returns the kept part of each as float32 samples."""
-        lengths = torch.tensor([job.frames for job in jobs], device=self.device)
-        batch = torch.zeros(len(jobs), self.n_mels, int(lengths.max()), dtype=self.dtype)
-        for b, job in enumerate(jobs):
-            batch[b, :, : job.frames] = job.mel
-        wavs = self.model.vocode(batch.to(self.device), lengths)
-        hop = self.hop_length
-        out = []
-        for job, wav in zip(jobs, wavs):
-            keep = job.frames - job.trim if job.keep is None else job.keep
-            out.append(wav[job.trim * hop : (job.trim + keep) * hop].float().cpu().numpy())
-        return out
+        frames = max(job.frames for job in jobs)
+        if self.graphs is not None:
+            batch, bucket = bucket_up(len(jobs), self.batch_buckets), bucket_up(frames, self.frame_buckets)
+            if batch is not None and bucket is not None:
+                inputs = self._stage(jobs, batch, bucket)
+                return self.graphs.run((batch, bucket), inputs, lambda outs: self._take(jobs, outs[0]))
+        mel, lengths = self._stage(jobs, len(jobs), frames)
+        with torch.inference_mode():
+            wav = self.model(mel, None if all(job.frames == frames for job in jobs) else lengths)
+        return self._take(jobs, wav)
 
-    def warmup(self, max_batch: int = 1) -> None:
-        """Runs representative shapes once so the first request pays no start-up cost."""
-        job = VocodeJob(torch.zeros(self.n_mels, 32, dtype=self.dtype))
-        for batch in sorted({1, max_batch}):
-            self.run([job] * batch)
+    def warmup(self) -> None:
+        """Captures every graph bucket (or runs one eager batch on the CPU) before the stage reports SERVING."""
+        if self.graphs is None:
+            self.run([VocodeJob(torch.zeros(self.n_mels, 32, dtype=self.dtype))])
+            return
+        for batch in self.batch_buckets:
+            for frames in self.frame_buckets:
+                self.run([VocodeJob(torch.randn(self.n_mels, frames).to(self.dtype))] * batch)

@@ -45,9 +45,9 @@ class VocoderService(StageService, stages_pb2_grpc.VocoderServicer):
         self.batchers.append(self.batcher)
 
     def load(self) -> None:
-        self.engine = VocoderEngine(self.model_dir, self.device, self.precision)
+        self.engine = VocoderEngine(self.model_dir, self.device, self.precision, self.config.batching.max_batch_size)
         if self.config.warmup:
-            self.engine.warmup(self.config.batching.max_batch_size)
+            self.engine.warmup()
 
     def _run(self, jobs: list[VocodeJob]) -> list[np.ndarray]:
         assert self.engine is not None
@@ -92,9 +92,10 @@ class VocoderService(StageService, stages_pb2_grpc.VocoderServicer):
                 task.cancel()
 
     async def Info(self, request: stages_pb2.InfoRequest, context: grpc.aio.ServicerContext) -> stages_pb2.StageInfo:
+        await self.ensure_loaded(context)  # the gateway reads an answer as "ready": none while loading
         m = self.model_dir.manifest
         return stage_info(
             stage=self.stage, model=m.name, sample_rate_hz=m.audio.sample_rate, hop_length=m.audio.hop_length,
-            n_mels=m.vocoder.n_mels, device=self.device, precision=self.precision, engine="torch",
+            n_mels=m.vocoder.n_mels, device=self.device, precision=self.precision, engine=self.engine.engine,
         )
 

@@ -1,0 +1,95 @@
+"""CUDA graphs for bucketed shapes: one captured graph per (batch, length) bucket.
+
+Small batches of these models are kernel-launch bound (hundreds of small kernels); replaying a captured
+graph removes the launch gaps. Inputs are padded up to the bucket's shape (the models are exactly masked,
+so padding changes nothing) and copied into the graph's static buffers; outputs are the graph's static
+buffers, valid until the next replay of the same bucket, so callers copy what they keep.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+import torch
+
+Tensors = tuple[torch.Tensor, ...]
+R = TypeVar("R")
+
+
+def bucket_up(value: int, buckets: Sequence[int]) -> int | None:
+    """The smallest bucket ≥ ``value``; None when ``value`` exceeds the largest."""
+    i = bisect.bisect_left(buckets, value)
+    return buckets[i] if i < len(buckets) else None
+
+
+def power_of_two_buckets(maximum: int) -> tuple[int, ...]:
+    """1, 2, 4, ... below ``maximum``, and ``maximum`` itself."""
+    return tuple(sorted({1 << i for i in range(maximum.bit_length()) if 1 << i < maximum} | {maximum}))
+
+
+def geometric_buckets(low: int, high: int, factor: float = 1.25, multiple: int = 8) -> tuple[int, ...]:
+    """Sizes from ``low`` to at least ``high``, each ~``factor`` × the last, rounded up to ``multiple``."""
+    sizes, size = [], max(low, multiple)
+    while True:
+        size = -(-size // multiple) * multiple
+        sizes.append(size)
+        if size >= high:
+            return tuple(sizes)
+        size = int(size * factor) + 1
+
+
+class CapturedGraph:
+    """``fn`` captured once for fixed input shapes and dtypes.
+
+    Args:
+        fn: a function of tensors returning a tuple of tensors, free of host synchronisation.
+        example: inputs of the exact shapes to capture (copied into static buffers).
+        pool: a graph memory pool shared with other graphs of the same model.
+    """
+
+    def __init__(self, fn: Callable[..., Tensors], example: Tensors, pool=None) -> None:
+        self.inputs = tuple(t.clone() for t in example)
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream), torch.inference_mode():
+            for _ in range(2):  # warm-up outside capture (cuDNN/cuBLAS autotuning, allocator)
+                fn(*self.inputs)
+        torch.cuda.current_stream().wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph, pool=pool), torch.inference_mode():
+            self.outputs = fn(*self.inputs)
+
+    def __call__(self, *inputs: torch.Tensor) -> Tensors:
+        for static, value in zip(self.inputs, inputs):
+            static.copy_(value, non_blocking=True)
+        self.graph.replay()
+        return self.outputs
+
+
+class GraphCache:
+    """Lazily captured graphs of one function, keyed by bucket; thread-safe.
+
+    Args:
+        fn: the function to capture (see :class:`CapturedGraph`).
+    """
+
+    def __init__(self, fn: Callable[..., Tensors]) -> None:
+        self.fn = fn
+        self.graphs: dict[tuple, CapturedGraph] = {}
+        self.pool = torch.cuda.graph_pool_handle()
+        self.lock = threading.Lock()
+
+    def run(self, key: tuple, inputs: Tensors, take: Callable[[Tensors], R]) -> R:
+        """Replays (capturing first if needed) the graph for ``key`` on ``inputs`` already padded to it.
+
+        ``take`` receives the static outputs and must copy what it keeps (it runs under the cache's lock, so
+        no other replay overwrites them meanwhile).
+        """
+        with self.lock:
+            graph = self.graphs.get(key)
+            if graph is None:
+                graph = self.graphs[key] = CapturedGraph(self.fn, inputs, self.pool)
+            return take(graph(*inputs))
