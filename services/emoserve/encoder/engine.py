@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from emoserve.frontend import Frontend, read_lexicon
-from emoserve.model.modeldir import ModelDir
+from emoserve.model.modeldir import DTYPES, ModelDir
 from emoserve.model.style import StyleEncoder
 
 SOS_EOS = "<sos/eos>"
@@ -53,6 +53,7 @@ class EncoderEngine:
         cache_size: capacity of the emotion-prompt embedding cache.
         max_segment_phonemes: longer text is split into segments of at most this many phonemes.
         max_segment_chars: ... and at most this many characters.
+        precision: compute precision of the style encoder.
     """
 
     def __init__(
@@ -62,13 +63,16 @@ class EncoderEngine:
         cache_size: int = 4096,
         max_segment_phonemes: int = 400,
         max_segment_chars: int = 200,
+        precision: str = "fp32",
     ) -> None:
         lexicon_path = model_dir.lexicon_path
         self.frontend = Frontend(
             lexicon=read_lexicon(lexicon_path) if lexicon_path else None, tokens=list(model_dir.manifest.tokens)
         )
         style = model_dir.manifest.style
-        self.style = StyleEncoder(model_dir.style_dir, style.pooling, style.max_tokens, device, cache_size)
+        self.style = StyleEncoder(
+            model_dir.style_dir, style.pooling, style.max_tokens, device, cache_size, DTYPES[precision]
+        )
         self.max_segment_phonemes = max_segment_phonemes
         self.max_segment_chars = max_segment_chars
 

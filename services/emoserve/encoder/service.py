@@ -7,7 +7,7 @@ import grpc
 from emoserve.encoder.engine import EncodeItem, Encoding, EncoderEngine
 from emoserve.model.modeldir import ModelDir
 from emoserve.runtime.batcher import DynamicBatcher
-from emoserve.runtime.config import StageConfig, resolve_device
+from emoserve.runtime.config import StageConfig, resolve_device, resolve_precision
 from emoserve.runtime.stage import StageService, answer, deadline_s, stage_info, timing
 from emoserve.runtime.tensors import encode
 from emoserve.v1 import stages_pb2, stages_pb2_grpc
@@ -24,6 +24,7 @@ class EncoderService(StageService, stages_pb2_grpc.EncoderServicer):
         super().__init__(config)
         self.model_dir = model_dir
         self.device = resolve_device(config.device)
+        self.precision = resolve_precision(config.precision, self.device)
         self.engine: EncoderEngine | None = None
         self.batcher = DynamicBatcher(
             self._run, config.batching, length_of=lambda item: len(item.text), name="encoder"
@@ -31,7 +32,7 @@ class EncoderService(StageService, stages_pb2_grpc.EncoderServicer):
         self.batchers.append(self.batcher)
 
     def load(self) -> None:
-        self.engine = EncoderEngine(self.model_dir, self.device)
+        self.engine = EncoderEngine(self.model_dir, self.device, precision=self.precision)
         if self.config.warmup:
             self.engine.warmup()
 
@@ -71,5 +72,5 @@ class EncoderService(StageService, stages_pb2_grpc.EncoderServicer):
         m = self.model_dir.manifest
         return stage_info(
             stage=self.stage, model=m.name, sample_rate_hz=m.audio.sample_rate, hop_length=m.audio.hop_length,
-            n_mels=m.audio.n_mels, device=self.device, precision="fp32", engine="torch",
+            n_mels=m.audio.n_mels, device=self.device, precision=self.precision, engine="torch",
         )

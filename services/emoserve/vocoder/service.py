@@ -72,17 +72,23 @@ class VocoderService(StageService, stages_pb2_grpc.VocoderServicer):
             self.context_frames,
         ))
         later = min(1, self.config.batching.priority_levels - 1)
-        tasks = [
-            asyncio.ensure_future(self.batcher.submit_timed(
-                VocodeJob(mel[:, c.lo : c.hi], trim=c.trim, keep=c.end - c.start),
-                priority=0 if c.index == 0 else later,
-                timeout_s=deadline_s(context),
-            ))
-            for c in plan
-        ]
+        timeout = deadline_s(context)
+
+        def submit(c) -> asyncio.Future:
+            job = VocodeJob(mel[:, c.lo : c.hi], trim=c.trim, keep=c.end - c.start)
+            return asyncio.ensure_future(
+                self.batcher.submit_timed(job, priority=0 if c.index == 0 else later, timeout_s=timeout)
+            )
+
+        # The first chunk is queued alone, at the first priority (small and early: first audio); the rest are
+        # queued once it is done, so they batch with each other and other streams' chunks, never ahead of a
+        # first chunk.
+        tasks = [submit(plan[0])]
         try:
-            for chunk, task in zip(plan, tasks):
-                timed = await answer(context, task)
+            for chunk in plan:
+                timed = await answer(context, tasks[chunk.index])
+                if chunk.index == 0:
+                    tasks.extend(submit(c) for c in plan[1:])
                 yield stages_pb2.VocodeChunk(
                     audio=encode(timed.value), index=chunk.index, last=chunk.index == len(plan) - 1,
                     timing=timing(self.stage, timed, self.replica),
