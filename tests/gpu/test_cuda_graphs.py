@@ -31,7 +31,8 @@ def test_graph_acoustic_engine_matches_eager(tiny_model, precision):
     for a, b in zip(eager.run(items), graphs.run(items)):
         assert a.mel.shape == b.mel.shape
         assert np.array_equal(a.durations, b.durations)
-        assert (a.mel.float() - b.mel.float()).abs().max().item() <= (1e-4 if precision == "fp32" else 2e-2)
+        # Mels travel as fp16: one fp16 step near |x| = 2 is 2e-3.
+        assert (a.mel.float() - b.mel.float()).abs().max().item() <= (2e-3 if precision == "fp32" else 2e-2)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
