@@ -80,3 +80,24 @@ def test_encoder_engine_splits_20000_characters_within_the_model_limits(engine: 
     assert "".join("".join(s.text.split()) for s in segments) == "".join(text.split())
     assert elapsed < 30, f"encoding 20,000 characters took {elapsed:.1f} s"
     print(f"20k chars: {len(segments)} segments in {elapsed:.2f} s")
+
+
+@pytest.mark.timeout(300)
+def test_twenty_thousand_characters_synthesise_without_error(pipeline: Pipeline) -> None:
+    """The whole model stack (front end, style encoder, acoustic model, vocoder) on 20,000 characters."""
+    from emoserve.acoustic.engine import AcousticItem
+    from emoserve.vocoder.engine import VocodeJob
+
+    encoding = pipeline.services["encoder"].engine.encode([EncodeItem(mixed_text(20_000), "Happy")])[0]
+    acoustic, vocoder = pipeline.services["acoustic"].engine, pipeline.services["vocoder"].engine
+    samples = 0
+    segments = encoding.segments
+    for start in range(0, len(segments), 16):
+        batch = segments[start : start + 16]
+        items = [AcousticItem(s.ids, 0, s.prompt, s.content, speed=2.0) for s in batch]
+        mels = acoustic.run(items)
+        for seg, mel, wave in zip(batch, mels, vocoder.run([VocodeJob(m.mel) for m in mels])):
+            assert len(wave) == len(seg.ids) * 2 * vocoder.hop_length  # 4 frames per phoneme at speed 2
+            assert np.isfinite(wave).all()
+            samples += len(wave)
+    assert len(segments) > 100 and samples / 16000 > 600
