@@ -96,7 +96,6 @@ def profile(model_dir: str, device: str, seconds: float, variants: list[tuple[st
             n = min(len(reference_wav), len(wav))
             row["wav_snr_vs_first_db"] = snr_db(reference_wav[:n], wav[:n])
         out["variants"][name] = row
-        del am, voc
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
     style = StyleEncoder(model.style_dir, m.style.pooling, device=device)

@@ -64,7 +64,7 @@ def test_long_mixed_text_synthesises_over_a_minute_of_audio(pipeline: Pipeline) 
 def test_encoder_engine_splits_20000_characters_within_the_model_limits(engine: EncoderEngine) -> None:
     text = mixed_text(20_000)
     started = time.perf_counter()
-    [result] = engine.encode([EncodeItem(text, "Happy")])
+    [result] = engine.run([EncodeItem(text, "Happy")])
     elapsed = time.perf_counter() - started
     assert not isinstance(result, Exception), result
     segments = result.segments
@@ -88,7 +88,7 @@ def test_twenty_thousand_characters_synthesise_without_error(pipeline: Pipeline)
     from emoserve.acoustic.engine import AcousticItem
     from emoserve.vocoder.engine import VocodeJob
 
-    encoding = pipeline.services["encoder"].engine.encode([EncodeItem(mixed_text(20_000), "Happy")])[0]
+    encoding = pipeline.services["encoder"].engine.run([EncodeItem(mixed_text(20_000), "Happy")])[0]
     acoustic, vocoder = pipeline.services["acoustic"].engine, pipeline.services["vocoder"].engine
     samples = 0
     segments = encoding.segments

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import grpc
 
-from emoserve.acoustic.engine import AcousticEngine, AcousticItem, AcousticResult
+from emoserve.acoustic.engine import AcousticEngine, AcousticItem
 from emoserve.model.acoustic import resolve_prosody
 from emoserve.model.modeldir import ModelDir
-from emoserve.runtime.batcher import DynamicBatcher
-from emoserve.runtime.config import StageConfig, resolve_device, resolve_precision
+from emoserve.runtime.config import StageConfig
 from emoserve.runtime.stage import StageService, answer, deadline_s, stage_info, timing
 from emoserve.runtime.tensors import TensorSpec, decode, encode
 from emoserve.v1 import stages_pb2, stages_pb2_grpc, tts_pb2
@@ -24,32 +23,20 @@ class AcousticService(StageService, stages_pb2_grpc.AcousticServicer):
     add_to_server = staticmethod(stages_pb2_grpc.add_AcousticServicer_to_server)
 
     def __init__(self, model_dir: ModelDir, config: StageConfig) -> None:
-        super().__init__(config)
-        self.model_dir = model_dir
-        self.device = resolve_device(config.device)
-        self.precision = resolve_precision(config.precision, self.device)
+        super().__init__(model_dir, config)
         style_dim = model_dir.manifest.acoustic.style_dim
         self.ids_spec = TensorSpec("phoneme_ids", ("int64", "int32"), rank=1, dims=((1, MAX_PHONEMES),))
         self.emb_specs = {
             name: TensorSpec(name, ("float32", "float16", "bfloat16"), rank=1, dims=(style_dim,))
             for name in ("prompt_embedding", "content_embedding")
         }
-        self.engine: AcousticEngine | None = None
-        self.batcher = DynamicBatcher(
-            self._run, config.batching, length_of=lambda item: len(item.ids), name="acoustic"
-        )
-        self.batchers.append(self.batcher)
 
-    def load(self) -> None:
-        self.engine = AcousticEngine(
-            self.model_dir, self.device, self.precision, max_batch=self.config.batching.max_batch_size
-        )
-        if self.config.warmup:
-            self.engine.warmup()
+    def build_engine(self) -> AcousticEngine:
+        return AcousticEngine(self.model_dir, self.device, self.precision, max_batch=self.config.batching.max_batch_size)
 
-    def _run(self, items: list[AcousticItem]) -> list[AcousticResult]:
-        assert self.engine is not None
-        return self.engine.run(items)
+    @staticmethod
+    def length_of(item: AcousticItem) -> int:
+        return len(item.ids)
 
     def _item(self, request: stages_pb2.AcousticRequest) -> AcousticItem:
         speed, pitch, energy = resolve_prosody(request.speed, request.pitch_semitones, request.energy)

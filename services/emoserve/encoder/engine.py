@@ -86,7 +86,7 @@ class EncoderEngine:
                 out.append((seg, phonemes, ids))
         return out, dropped
 
-    def encode(self, items: list[EncodeItem]) -> list[Encoding | ValueError]:
+    def run(self, items: list[EncodeItem]) -> list[Encoding | ValueError]:
         """Encodes a batch: one BERT pass for all segment texts, cached prompts.
 
         Returns:
@@ -113,4 +113,4 @@ class EncoderEngine:
 
     def warmup(self) -> None:
         """Loads lazy front-end resources (dictionaries, segmenter) and runs the style encoder once."""
-        self.encode([EncodeItem("Hello. 你好。", "")])
+        self.run([EncodeItem("Hello. 你好。", "")])

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from emoserve.encoder.engine import EncodeItem, Encoding, EncoderEngine
-from emoserve.model.modeldir import ModelDir
-from emoserve.runtime.batcher import DynamicBatcher
-from emoserve.runtime.config import StageConfig, resolve_device, resolve_precision
+from emoserve.encoder.engine import EncodeItem, EncoderEngine
 from emoserve.runtime.stage import StageService, answer, deadline_s, stage_info, timing
 from emoserve.runtime.tensors import encode
 from emoserve.v1 import stages_pb2, stages_pb2_grpc
@@ -20,25 +17,12 @@ class EncoderService(StageService, stages_pb2_grpc.EncoderServicer):
     service = "Encoder"
     add_to_server = staticmethod(stages_pb2_grpc.add_EncoderServicer_to_server)
 
-    def __init__(self, model_dir: ModelDir, config: StageConfig) -> None:
-        super().__init__(config)
-        self.model_dir = model_dir
-        self.device = resolve_device(config.device)
-        self.precision = resolve_precision(config.precision, self.device)
-        self.engine: EncoderEngine | None = None
-        self.batcher = DynamicBatcher(
-            self._run, config.batching, length_of=lambda item: len(item.text), name="encoder"
-        )
-        self.batchers.append(self.batcher)
+    def build_engine(self) -> EncoderEngine:
+        return EncoderEngine(self.model_dir, self.device, precision=self.precision)
 
-    def load(self) -> None:
-        self.engine = EncoderEngine(self.model_dir, self.device, precision=self.precision)
-        if self.config.warmup:
-            self.engine.warmup()
-
-    def _run(self, items: list[EncodeItem]) -> list[Encoding | ValueError]:
-        assert self.engine is not None
-        return self.engine.encode(items)
+    @staticmethod
+    def length_of(item: EncodeItem) -> int:
+        return len(item.text)
 
     async def Encode(self, request: stages_pb2.EncodeRequest, context: grpc.aio.ServicerContext) -> stages_pb2.EncodeResponse:
         await self.ensure_loaded(context)

@@ -1,8 +1,7 @@
-"""What every stage servicer shares: error mapping, timings, and the serve loop.
+"""What every stage servicer shares: the engine-behind-a-batcher shell, error mapping, timings, start-up.
 
-A stage module provides a :class:`StageParts` (servicer, its generated registration function, batchers,
-warm-up, info); :func:`serve_stage` does the rest: bind, health NOT_SERVING, load + warm-up, SERVING,
-drain on SIGTERM.
+A stage subclasses :class:`StageService` (its engine, the length of a batch item, its RPCs);
+:func:`start_stage` does the rest: bind, health NOT_SERVING, load + warm-up, SERVING; shutdown drains.
 """
 
 from __future__ import annotations
@@ -16,7 +15,8 @@ from typing import Any, TypeVar
 import grpc
 
 from emoserve.runtime.batcher import DynamicBatcher, Timed
-from emoserve.runtime.config import StageConfig
+from emoserve.model.modeldir import ModelDir
+from emoserve.runtime.config import StageConfig, resolve_device, resolve_precision
 from emoserve.runtime.errors import grpc_status_for
 from emoserve.runtime.server import AddToServer, StageServer
 from emoserve.v1 import stages_pb2, tts_pb2
@@ -57,26 +57,44 @@ def deadline_s(context: grpc.aio.ServicerContext) -> float | None:
 
 
 class StageService:
-    """Base of the encoder, acoustic and vocoder servicers.
+    """Base of the encoder, acoustic and vocoder servicers: one engine behind one dynamic batcher.
 
-    Subclasses set :attr:`stage`, :attr:`service` (name in ``stages.proto``) and :attr:`add_to_server`, build
-    their batchers in ``__init__`` (cheap), and load + warm their engine in :meth:`load` (blocking; run in a
-    worker thread while health says NOT_SERVING).
+    Subclasses set :attr:`stage`, :attr:`service` (name in ``stages.proto``) and :attr:`add_to_server`, and
+    implement :meth:`build_engine` (an object with ``run(items) -> results`` and ``warmup()``) and
+    :meth:`length_of` (for length bucketing). The engine is built and warmed in :meth:`load` (blocking; run
+    in a worker thread while health says NOT_SERVING).
     """
 
     stage: str
     service: str
     add_to_server: AddToServer
 
-    def __init__(self, config: StageConfig) -> None:
+    def __init__(self, model_dir: ModelDir, config: StageConfig) -> None:
+        self.model_dir = model_dir
         self.config = config
         self.replica = config.replica
-        self.batchers: list[DynamicBatcher] = []
+        self.device = resolve_device(config.device)
+        self.precision = resolve_precision(config.precision, self.device)
+        self.engine: Any = None
+        self.batcher = DynamicBatcher(
+            lambda items: self.engine.run(items), config.batching, length_of=self.length_of, name=self.stage
+        )
         self.loaded = False
 
-    def load(self) -> None:
-        """Loads the model and warms it up."""
+    def build_engine(self) -> Any:
+        """Loads the stage's model (blocking)."""
         raise NotImplementedError
+
+    @staticmethod
+    def length_of(item: Any) -> int:
+        """Length of a batch item (tokens, characters or frames) for length bucketing."""
+        raise NotImplementedError
+
+    def load(self) -> None:
+        """Builds the engine and warms it up (captures every CUDA-graph bucket on a GPU)."""
+        self.engine = self.build_engine()
+        if self.config.warmup:
+            self.engine.warmup()
 
     async def ensure_loaded(self, context: grpc.aio.ServicerContext) -> None:
         """Aborts with UNAVAILABLE while the model is still loading."""
@@ -92,12 +110,11 @@ def stage_info(**fields: Any) -> stages_pb2.StageInfo:
 async def start_stage(service: StageService) -> StageServer:
     """Binds (health NOT_SERVING), loads and warms the model in a worker thread, then reports SERVING.
 
-    Shutdown (:meth:`StageServer.stop`) drains the stage's batchers after in-flight RPCs finish.
+    Shutdown (:meth:`StageServer.stop`) drains the stage's batcher after in-flight RPCs finish.
     """
     server = StageServer(service.config.server, name=service.stage)
     server.add_service(stages_pb2.DESCRIPTOR.services_by_name[service.service], service, service.add_to_server)
-    for batcher in service.batchers:
-        server.add_shutdown_hook(batcher.close)
+    server.add_shutdown_hook(service.batcher.close)
     await server.start()
     try:
         await asyncio.get_running_loop().run_in_executor(None, service.load)

@@ -6,11 +6,9 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
-import numpy as np
 
 from emoserve.model.modeldir import ModelDir
-from emoserve.runtime.batcher import DynamicBatcher
-from emoserve.runtime.config import StageConfig, resolve_device, resolve_precision
+from emoserve.runtime.config import StageConfig
 from emoserve.runtime.stage import StageService, answer, deadline_s, stage_info, timing
 from emoserve.runtime.tensors import TensorSpec, decode_torch, encode
 from emoserve.v1 import stages_pb2, stages_pb2_grpc
@@ -29,29 +27,17 @@ class VocoderService(StageService, stages_pb2_grpc.VocoderServicer):
     add_to_server = staticmethod(stages_pb2_grpc.add_VocoderServicer_to_server)
 
     def __init__(self, model_dir: ModelDir, config: StageConfig) -> None:
-        super().__init__(config)
-        self.model_dir = model_dir
-        self.device = resolve_device(config.device)
-        self.precision = resolve_precision(config.precision, self.device)
+        super().__init__(model_dir, config)
         n_mels = model_dir.manifest.vocoder.n_mels
-        self.mel_spec = TensorSpec(
-            "mel", ("float16", "float32", "bfloat16"), rank=2, dims=(n_mels, (1, MAX_FRAMES))
-        )
+        self.mel_spec = TensorSpec("mel", ("float16", "float32", "bfloat16"), rank=2, dims=(n_mels, (1, MAX_FRAMES)))
         self.context_frames = receptive_field_frames(model_dir.manifest.vocoder)
-        self.engine: VocoderEngine | None = None
-        self.batcher = DynamicBatcher(
-            self._run, config.batching, length_of=lambda job: job.frames, name="vocoder"
-        )
-        self.batchers.append(self.batcher)
 
-    def load(self) -> None:
-        self.engine = VocoderEngine(self.model_dir, self.device, self.precision, self.config.batching.max_batch_size)
-        if self.config.warmup:
-            self.engine.warmup()
+    def build_engine(self) -> VocoderEngine:
+        return VocoderEngine(self.model_dir, self.device, self.precision, self.config.batching.max_batch_size)
 
-    def _run(self, jobs: list[VocodeJob]) -> list[np.ndarray]:
-        assert self.engine is not None
-        return self.engine.run(jobs)
+    @staticmethod
+    def length_of(job: VocodeJob) -> int:
+        return job.frames
 
     async def Vocode(self, request: stages_pb2.VocodeRequest, context: grpc.aio.ServicerContext) -> stages_pb2.VocodeResponse:
         await self.ensure_loaded(context)
