@@ -112,5 +112,6 @@ class EncoderEngine:
         return results
 
     def warmup(self) -> None:
-        """Loads lazy front-end resources (dictionaries, segmenter) and runs the style encoder once."""
+        """Loads lazy front-end resources (dictionaries, segmenter) and warms the style encoder."""
+        self.style.warmup()
         self.run([EncodeItem("Hello. 你好。", "")])

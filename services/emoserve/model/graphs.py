@@ -31,13 +31,13 @@ def power_of_two_buckets(maximum: int) -> tuple[int, ...]:
 
 
 def geometric_buckets(low: int, high: int, factor: float = 1.25, multiple: int = 8) -> tuple[int, ...]:
-    """Sizes from ``low`` to at least ``high``, each ~``factor`` × the last, rounded up to ``multiple``."""
+    """Sizes from ``low`` up to ``high`` (the last), each ~``factor`` × the last, rounded up to ``multiple``."""
     sizes, size = [], max(low, multiple)
     while True:
         size = -(-size // multiple) * multiple
-        sizes.append(size)
         if size >= high:
-            return tuple(sizes)
+            return (*sizes, high)
+        sizes.append(size)
         size = int(size * factor) + 1
 
 

@@ -7,12 +7,17 @@ mean pooling. Prompts repeat across requests, so their vectors are kept in an LR
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from pathlib import Path
 
 import torch
 from transformers import AutoModel, AutoTokenizer
+
+from emoserve.model.graphs import GraphCache, bucket_up, geometric_buckets, power_of_two_buckets
+
+log = logging.getLogger(__name__)
 
 
 class PromptCache:
@@ -58,6 +63,9 @@ class StyleEncoder:
         device: torch device.
         cache_size: capacity of the prompt cache.
         dtype: compute dtype (fp16 halves the GPU time of a BERT-base; vectors are returned in float32).
+        cuda_graphs: on CUDA, replay graphs captured per (batch, tokens) bucket (a BERT-base at batch 1 is
+            launch bound); a model whose forward cannot be captured falls back to eager, with a warning.
+        max_batch: largest batch served by a graph.
     """
 
     def __init__(
@@ -68,6 +76,8 @@ class StyleEncoder:
         device: str | torch.device = "cpu",
         cache_size: int = 4096,
         dtype: torch.dtype = torch.float32,
+        cuda_graphs: bool = True,
+        max_batch: int = 8,
     ) -> None:
         if pooling not in ("pooler", "mean"):
             raise ValueError(f"pooling must be 'pooler' or 'mean', got {pooling!r}")
@@ -77,24 +87,53 @@ class StyleEncoder:
         self.max_tokens = max_tokens
         self.device = torch.device(device)
         self.prompts = PromptCache(cache_size)
+        self.graphs = GraphCache(self._pooled) if self.device.type == "cuda" and cuda_graphs else None
+        self.batch_buckets = power_of_two_buckets(max_batch)
+        self.token_buckets = geometric_buckets(16, max_tokens, factor=1.5)
 
     @property
     def dim(self) -> int:
         return int(self.model.config.hidden_size)
 
+    def _pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor):
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        if self.pooling == "pooler":
+            return (out.pooler_output,)
+        mask = attention_mask.unsqueeze(-1).to(out.last_hidden_state.dtype)
+        return ((out.last_hidden_state * mask).sum(1) / mask.sum(1).clamp(min=1),)
+
     @torch.inference_mode()
     def embed(self, texts: list[str]) -> torch.Tensor:
         """Embeds a batch of texts; returns float32 ``[N, dim]`` on the CPU."""
-        batch = self.tokenizer(
-            texts, return_tensors="pt", padding=True, truncation=True, max_length=self.max_tokens
-        ).to(self.device)
-        out = self.model(**batch)
-        if self.pooling == "pooler":
-            pooled = out.pooler_output
-        else:
-            mask = batch["attention_mask"].unsqueeze(-1).to(out.last_hidden_state.dtype)
-            pooled = (out.last_hidden_state * mask).sum(1) / mask.sum(1).clamp(min=1)
-        return pooled.float().cpu()
+        batch = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=self.max_tokens)
+        inputs = tuple(batch[k] for k in ("input_ids", "attention_mask", "token_type_ids"))
+        n, length = inputs[0].shape
+        if self.graphs is not None:
+            rows, cols = bucket_up(n, self.batch_buckets), bucket_up(length, self.token_buckets)
+            if rows is not None and cols is not None:
+                padded = []
+                for t in inputs:
+                    grown = torch.zeros(rows, cols, dtype=t.dtype)
+                    grown[:n, :length] = t
+                    padded.append(grown)
+                padded[1][n:, 0] = 1  # padding rows attend to one token (an all-masked row would be NaN)
+                staged = tuple(t.pin_memory().to(self.device, non_blocking=True) for t in padded)
+                try:
+                    return self.graphs.run((rows, cols), staged, lambda outs: outs[0][:n].float().cpu())
+                except RuntimeError as exc:  # e.g. a host synchronisation inside the model's forward
+                    log.warning("style encoder: CUDA graph capture failed (%s); running eagerly", exc)
+                    self.graphs = None
+        return self._pooled(*(t.to(self.device) for t in inputs))[0].float().cpu()
+
+    def warmup(self) -> None:
+        """Captures every graph bucket (or runs once eagerly)."""
+        if self.graphs is None:
+            self.embed(["warm-up"])
+            return
+        for rows in self.batch_buckets:
+            for cols in self.token_buckets:
+                if self.graphs is not None:
+                    self.embed(["a " * max(cols - 3, 1)] * rows)
 
     def embed_prompts(self, prompts: list[str]) -> torch.Tensor:
         """Like :meth:`embed`, but answers repeated prompts from the cache."""
