@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from emoserve.acoustic.service import AcousticService
-from emoserve.encoder.service import EncoderService
 from emoserve.gateway.service import SynthesizerService, stage_pools
-from emoserve.model.modeldir import ModelDir
 from emoserve.runtime.config import StageConfig
 from emoserve.runtime.server import StageServer
-from emoserve.runtime.stage import StageService, start_stage
 from emoserve.v1 import tts_pb2, tts_pb2_grpc
-from emoserve.vocoder.service import VocoderService
 
-STAGES: dict[str, Callable[[ModelDir, StageConfig], StageService]] = {
-    "encoder": EncoderService,
-    "acoustic": AcousticService,
-    "vocoder": VocoderService,
+STAGES: dict[str, str] = {
+    "encoder": "emoserve.encoder.service:EncoderService",
+    "acoustic": "emoserve.acoustic.service:AcousticService",
+    "vocoder": "emoserve.vocoder.service:VocoderService",
 }
+"""Each stage's servicer, imported only by the process that serves it (the gateway never loads torch)."""
 
 
 @dataclass
@@ -31,11 +28,14 @@ class StageAddresses:
     vocoder: list[str]
 
 
-def build_stage(kind: str, model_dir: str, config: StageConfig) -> StageService:
+def build_stage(kind: str, model_dir: str, config: StageConfig):
     """The servicer of stage ``kind`` over the model directory (the model loads in ``start_stage``)."""
     if kind not in STAGES:
         raise ValueError(f"unknown stage {kind!r}; choose from {sorted(STAGES)}")
-    return STAGES[kind](ModelDir(model_dir), config)
+    from emoserve.model.modeldir import ModelDir
+
+    module, name = STAGES[kind].split(":")
+    return getattr(importlib.import_module(module), name)(ModelDir(model_dir), config)
 
 
 async def start_gateway(config: StageConfig, stages: StageAddresses) -> tuple[StageServer, SynthesizerService]:
@@ -74,5 +74,7 @@ async def serve(kind: str, config: StageConfig, model_dir: str = "", stages: Sta
             raise ValueError("the gateway needs the addresses of the encoder, acoustic and vocoder stages")
         server, _ = await start_gateway(config, stages)
     else:
+        from emoserve.runtime.stage import start_stage
+
         server = await start_stage(build_stage(kind, model_dir, config))
     await run_until_signal(server, on_ready)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from emoserve.model.acoustic import Prosody, resolve_prosody
+from emoserve.model.acoustic import Prosody
+from emoserve.model.prosody import resolve_prosody
 from emoserve.model.dummy import pin_durations
 from tests.conftest import FRAMES_PER_PHONEME
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 
 from emoserve.acoustic.engine import AcousticEngine, AcousticItem
-from emoserve.model.acoustic import resolve_prosody
+from emoserve.model.prosody import resolve_prosody
 from emoserve.model.modeldir import ModelDir
 from emoserve.runtime.config import StageConfig
 from emoserve.runtime.stage import StageService, answer, deadline_s, stage_info, timing

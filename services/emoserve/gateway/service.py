@@ -19,7 +19,7 @@ import numpy as np
 
 from emoserve.gateway import audio
 from emoserve.gateway.pool import StagePool
-from emoserve.model.acoustic import resolve_prosody
+from emoserve.model.prosody import resolve_prosody
 from emoserve.runtime.config import StageConfig
 from emoserve.runtime.tensors import TensorSpec, decode
 from emoserve.v1 import stages_pb2, stages_pb2_grpc, tts_pb2, tts_pb2_grpc
