@@ -211,16 +211,18 @@ class SynthesizerService(tts_pb2_grpc.SynthesizerServicer):
         for i, r in enumerate(rendered):
             pieces.extend([audio.pause(plan.sample_rate), r.audio] if i else [r.audio])
         wave = np.concatenate(pieces)
+        timings = [encoded.timing, *(t for r in rendered for t in r.timings)]
         log.info(
-            "request_id=%s segments=%d audio_s=%.2f total_ms=%.1f",
+            "request_id=%s unary segments=%d audio_s=%.2f total_ms=%.1f %s",
             plan.request_id, len(rendered), len(wave) / plan.sample_rate, (time.perf_counter() - started) * 1e3,
+            _timing_summary(timings),
         )
         return tts_pb2.SynthesizeResponse(
             audio=audio.encode_audio(wave, plan.sample_rate, plan.encoding),
             sample_rate_hz=plan.sample_rate,
             duration_s=len(wave) / plan.sample_rate,
             request_id=plan.request_id,
-            timings=[encoded.timing, *(t for r in rendered for t in r.timings)],
+            timings=timings,
             encoding=plan.encoding,
             durations=[d for r in rendered for d in r.durations],
             dropped_symbols=encoded.dropped_symbols,
@@ -261,8 +263,9 @@ class SynthesizerService(tts_pb2_grpc.SynthesizerServicer):
         finally:
             for task in pending:
                 task.cancel()
-        log.info("request_id=%s stream segments=%d chunks=%d total_ms=%.1f",
-                 plan.request_id, len(segments), index, (time.perf_counter() - started) * 1e3)
+        log.info("request_id=%s stream segments=%d chunks=%d total_ms=%.1f %s",
+                 plan.request_id, len(segments), index, (time.perf_counter() - started) * 1e3,
+                 _timing_summary(timings))
 
     async def ListVoices(
         self, request: tts_pb2.ListVoicesRequest, context: grpc.aio.ServicerContext
@@ -274,6 +277,17 @@ class SynthesizerService(tts_pb2_grpc.SynthesizerServicer):
             model=self.info.model,
             sample_rate_hz=self.info.sample_rate_hz,
         )
+
+
+def _timing_summary(timings: list[tts_pb2.StageTiming]) -> str:
+    """``stage=queue_ms/compute_ms/max_batch`` per stage, summed over a request's calls, for the request log."""
+    totals: dict[str, list[float]] = {}
+    for t in timings:
+        acc = totals.setdefault(t.stage, [0.0, 0.0, 0])
+        acc[0] += t.queue_ms
+        acc[1] += t.compute_ms
+        acc[2] = max(acc[2], t.batch_size)
+    return " ".join(f"{stage}={q:.1f}/{c:.1f}ms/b{b}" for stage, (q, c, b) in totals.items())
 
 
 def _durations(segment: stages_pb2.EncodedSegment, generated: stages_pb2.AcousticResponse) -> list:
