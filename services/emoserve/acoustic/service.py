@@ -8,7 +8,7 @@ from emoserve.acoustic.engine import AcousticEngine, AcousticItem
 from emoserve.model.prosody import resolve_prosody
 from emoserve.model.modeldir import ModelDir
 from emoserve.runtime.config import StageConfig
-from emoserve.runtime.stage import StageService, answer, deadline_s, stage_info, timing
+from emoserve.runtime.stage import StageService, answer, deadline_s, timing
 from emoserve.runtime.tensors import TensorSpec, decode, encode
 from emoserve.v1 import stages_pb2, stages_pb2_grpc, tts_pb2
 
@@ -38,6 +38,11 @@ class AcousticService(StageService, stages_pb2_grpc.AcousticServicer):
     def length_of(item: AcousticItem) -> int:
         return len(item.ids)
 
+    def info_fields(self) -> dict:
+        m = self.model_dir.manifest
+        voices = [tts_pb2.Voice(name=v, id=i) for i, v in enumerate(m.voices)]
+        return {"n_mels": m.acoustic.n_mels, "voices": voices, "default_voice": m.default_voice}
+
     def _item(self, request: stages_pb2.AcousticRequest) -> AcousticItem:
         speed, pitch, energy = resolve_prosody(request.speed, request.pitch_semitones, request.energy)
         item = AcousticItem(
@@ -63,14 +68,5 @@ class AcousticService(StageService, stages_pb2_grpc.AcousticServicer):
             mel=encode(timed.value.mel),
             durations=encode(timed.value.durations),
             timing=timing(self.stage, timed, self.replica),
-        )
-
-    async def Info(self, request: stages_pb2.InfoRequest, context: grpc.aio.ServicerContext) -> stages_pb2.StageInfo:
-        await self.ensure_loaded(context)  # the gateway reads an answer as "ready": none while loading
-        m = self.model_dir.manifest
-        return stage_info(
-            stage=self.stage, model=m.name, sample_rate_hz=m.audio.sample_rate, hop_length=m.audio.hop_length,
-            n_mels=m.audio.n_mels, device=self.device, precision=self.precision, engine=self.engine.engine,
-            voices=[tts_pb2.Voice(name=v, id=i) for i, v in enumerate(m.voices)], default_voice=m.default_voice,
         )
 

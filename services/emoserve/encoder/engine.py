@@ -73,6 +73,7 @@ class EncoderEngine:
         self.style = StyleEncoder(
             model_dir.style_dir, style.pooling, style.max_tokens, device, cache_size, DTYPES[precision]
         )
+        self.engine = "torch+cudagraphs" if self.style.graphs is not None else "torch"
         self.max_segment_phonemes = max_segment_phonemes
         self.max_segment_chars = max_segment_chars
 

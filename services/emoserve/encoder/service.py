@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 
 from emoserve.encoder.engine import EncodeItem, EncoderEngine
-from emoserve.runtime.stage import StageService, answer, deadline_s, stage_info, timing
+from emoserve.runtime.stage import StageService, answer, deadline_s, timing
 from emoserve.runtime.tensors import encode
 from emoserve.v1 import stages_pb2, stages_pb2_grpc
 
@@ -49,12 +49,4 @@ class EncoderService(StageService, stages_pb2_grpc.EncoderServicer):
             ],
             dropped_symbols=result.dropped,
             timing=timing(self.stage, timed, self.replica),
-        )
-
-    async def Info(self, request: stages_pb2.InfoRequest, context: grpc.aio.ServicerContext) -> stages_pb2.StageInfo:
-        await self.ensure_loaded(context)  # the gateway reads an answer as "ready": none while loading
-        m = self.model_dir.manifest
-        return stage_info(
-            stage=self.stage, model=m.name, sample_rate_hz=m.audio.sample_rate, hop_length=m.audio.hop_length,
-            n_mels=m.audio.n_mels, device=self.device, precision=self.precision, engine="torch",
         )

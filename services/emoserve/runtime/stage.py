@@ -10,16 +10,18 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
 from emoserve.runtime.batcher import DynamicBatcher, Timed
-from emoserve.model.modeldir import ModelDir
 from emoserve.runtime.config import StageConfig, resolve_device, resolve_precision
 from emoserve.runtime.errors import grpc_status_for
 from emoserve.runtime.server import AddToServer, StageServer
 from emoserve.v1 import stages_pb2, tts_pb2
+
+if TYPE_CHECKING:
+    from emoserve.model.modeldir import ModelDir
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -96,15 +98,24 @@ class StageService:
         if self.config.warmup:
             self.engine.warmup()
 
+    def info_fields(self) -> dict[str, Any]:
+        """Stage-specific ``StageInfo`` fields (voices, mel bins) added to the common ones."""
+        return {}
+
+    async def Info(self, request: stages_pb2.InfoRequest, context: grpc.aio.ServicerContext) -> stages_pb2.StageInfo:
+        """Describes the loaded model; UNAVAILABLE while loading (the gateway reads an answer as "ready")."""
+        await self.ensure_loaded(context)
+        m = self.model_dir.manifest
+        fields = dict(
+            stage=self.stage, model=m.name, sample_rate_hz=m.audio.sample_rate, hop_length=m.audio.hop_length,
+            n_mels=m.audio.n_mels, device=self.device, precision=self.precision, engine=self.engine.engine,
+        )
+        return stages_pb2.StageInfo(**{**fields, **self.info_fields()})
+
     async def ensure_loaded(self, context: grpc.aio.ServicerContext) -> None:
         """Aborts with UNAVAILABLE while the model is still loading."""
         if not self.loaded:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.stage} is loading its model")
-
-
-def stage_info(**fields: Any) -> stages_pb2.StageInfo:
-    """A ``StageInfo`` message (keeps servicers free of message plumbing)."""
-    return stages_pb2.StageInfo(**fields)
 
 
 async def start_stage(service: StageService) -> StageServer:

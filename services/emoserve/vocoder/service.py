@@ -9,7 +9,7 @@ import grpc
 
 from emoserve.model.modeldir import ModelDir
 from emoserve.runtime.config import StageConfig
-from emoserve.runtime.stage import StageService, answer, deadline_s, stage_info, timing
+from emoserve.runtime.stage import StageService, answer, deadline_s, timing
 from emoserve.runtime.tensors import TensorSpec, decode_torch, encode
 from emoserve.v1 import stages_pb2, stages_pb2_grpc
 from emoserve.vocoder.engine import VocodeJob, VocoderEngine
@@ -38,6 +38,9 @@ class VocoderService(StageService, stages_pb2_grpc.VocoderServicer):
     @staticmethod
     def length_of(job: VocodeJob) -> int:
         return job.frames
+
+    def info_fields(self) -> dict:
+        return {"n_mels": self.model_dir.manifest.vocoder.n_mels}
 
     async def Vocode(self, request: stages_pb2.VocodeRequest, context: grpc.aio.ServicerContext) -> stages_pb2.VocodeResponse:
         await self.ensure_loaded(context)
@@ -82,12 +85,4 @@ class VocoderService(StageService, stages_pb2_grpc.VocoderServicer):
         finally:
             for task in tasks:
                 task.cancel()
-
-    async def Info(self, request: stages_pb2.InfoRequest, context: grpc.aio.ServicerContext) -> stages_pb2.StageInfo:
-        await self.ensure_loaded(context)  # the gateway reads an answer as "ready": none while loading
-        m = self.model_dir.manifest
-        return stage_info(
-            stage=self.stage, model=m.name, sample_rate_hz=m.audio.sample_rate, hop_length=m.audio.hop_length,
-            n_mels=m.vocoder.n_mels, device=self.device, precision=self.precision, engine=self.engine.engine,
-        )
 
