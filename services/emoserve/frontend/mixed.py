@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 import unicodedata
@@ -48,6 +49,9 @@ class Frontend:
         self._ids: dict[str, int] = {}
         for index, token in enumerate(tokens or []):
             self._ids.setdefault(token.strip(), index)
+        # Segmenting a text converts it (and its pieces) once to count phonemes; the encoder then asks
+        # for the same strings' phonemes: remember recent answers instead of converting twice.
+        self.phonemes = functools.lru_cache(maxsize=1024)(self.phonemes)  # type: ignore[method-assign]
 
     @classmethod
     def from_files(cls, lexicon_path: str | None, tokenlist_path: str | None) -> Frontend:
