@@ -13,5 +13,8 @@ def test_every_python_package_folder_is_listed_in_pyproject():
     found = {
         ".".join(p.parent.relative_to(ROOT / "services").parts)
         for p in (ROOT / "services").rglob("__init__.py")
-    } | {"emoserve.tools"}
+    } | {
+        ".".join(("emoserve", "tools", *p.parent.relative_to(ROOT / "tools").parts))
+        for p in (ROOT / "tools").rglob("__init__.py")
+    }
     assert found == listed

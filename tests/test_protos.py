@@ -106,7 +106,7 @@ def test_enums_have_the_fixed_values() -> None:
         "AUDIO_ENCODING_UNSPECIFIED": 0, "LINEAR_PCM": 1, "FLOAT32": 2, "WAV": 3,
     }
     assert dict(stages_pb2.Tensor.DType.items()) == {
-        "DTYPE_UNSPECIFIED": 0, "FLOAT32": 1, "FLOAT16": 2, "BFLOAT16": 3, "INT64": 4, "INT32": 5,
+        "DTYPE_UNSPECIFIED": 0, "FLOAT32": 1, "FLOAT16": 2, "BFLOAT16": 3, "INT64": 4, "INT32": 5, "INT16": 6,
     }
     assert stages_pb2.Tensor.DType.DESCRIPTOR.full_name == "emoserve.v1.Tensor.DType"
 

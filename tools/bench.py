@@ -32,12 +32,23 @@ With ``--reference EMOTIVOICE_DIR --model MODEL_DIR`` the same run also times Em
 path (see :mod:`emoserve.tools.bench_reference`) on the same weights and sentences, one request at a
 time as EmotiVoice's server does, and prints emoserve's latency at the lowest concurrency and RTFX at
 the highest next to it.
+
+Soak test
+---------
+``--soak --streams N --minutes T [--watch-pid PID,...]`` runs one level of N streaming loops for T minutes
+(same loops, warm-up and statistics as above) and watches for slow failures: errors by gRPC status, the
+resident memory (``VmRSS``) of each watched process (e.g. the services: ``--watch-pid "$(pgrep -d, -f
+'emoserve serve')"``) and each GPU's memory in use (``nvidia-smi``; omitted without it), sampled after the
+warm-up, every ``--sample-every`` seconds and at the end. It reports each one's drift from the first sample
+to the last in % and passes (exit status 0) only with zero errors, no watched process gone and no drift
+above ``--max-drift``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime
 import json
 import math
@@ -272,8 +283,11 @@ def progress_bar(options: BenchOptions, concurrency: int) -> tqdm:
                 disable=not options.progress, leave=False, dynamic_ncols=True)
 
 
-async def run_level(options: BenchOptions, concurrency: int) -> dict[str, Any]:
-    """Runs ``concurrency`` loops against the target and returns the level's report."""
+async def run_level(options: BenchOptions, concurrency: int, monitor: MemoryMonitor | None = None) -> dict[str, Any]:
+    """Runs ``concurrency`` loops against the target and returns the level's report.
+
+    ``monitor`` (soak) starts sampling once every loop has warmed up and takes its last sample at the end.
+    """
     requests = [build_request(s, voice=options.voice, emotion=options.emotion, encoding="LINEAR_PCM")
                 for s in options.sentences]
     channels = open_channels(options.target, auto_channels(concurrency, options.channels))
@@ -288,6 +302,8 @@ async def run_level(options: BenchOptions, concurrency: int) -> dict[str, Any]:
 
     try:
         await asyncio.gather(*(warm_loop(i, stubs[i % len(stubs)], requests, options) for i in range(concurrency)))
+        if monitor is not None:
+            await monitor.start()
         wall, cpu = time.perf_counter(), time.process_time()
         deadline = wall + options.duration_s
         await asyncio.gather(*(measure_loop(i, stubs[i % len(stubs)], requests, options, deadline, recorder, on_done)
@@ -295,6 +311,8 @@ async def run_level(options: BenchOptions, concurrency: int) -> dict[str, Any]:
         wall_s, cpu_s = time.perf_counter() - wall, time.process_time() - cpu
     finally:
         bar.close()
+        if monitor is not None:
+            await monitor.stop()
         await asyncio.gather(*(c.close() for c in channels))
     return level_report(concurrency, len(channels), recorder, wall_s, cpu_s, options.stream)
 
@@ -317,6 +335,74 @@ def gpu_memory_used_mib() -> list[int] | None:
         return [int(float(line)) for line in out.split()]
     except (OSError, subprocess.SubprocessError, ValueError):
         return None
+
+
+def rss_mib(pid: int) -> float | None:
+    """Resident memory of process ``pid`` in MiB (``VmRSS`` in ``/proc/PID/status``); None once it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:  # no such process (or no /proc)
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return None  # a zombie: exited, not yet reaped
+
+
+def process_command(pid: int) -> str:
+    """The command line of process ``pid`` ("" if unknown)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+class MemoryMonitor:
+    """Samples the RSS of some processes and the memory in use on each GPU, from :meth:`start` to :meth:`stop`.
+
+    Args:
+        pids: processes to watch.
+        every_s: seconds between samples (besides the first and the last).
+    """
+
+    def __init__(self, pids: Sequence[int], every_s: float) -> None:
+        self.pids = tuple(pids)
+        self.every_s = every_s
+        self.samples: list[dict[str, Any]] = []
+        self._started = 0.0
+        self._task: asyncio.Task | None = None
+
+    def _snapshot(self) -> dict[str, Any]:
+        return {
+            "t_s": round(time.perf_counter() - self._started, 3),
+            "rss_mib": {str(pid): rss_mib(pid) for pid in self.pids},
+            "gpu_memory_used_mib": gpu_memory_used_mib(),
+        }
+
+    async def sample(self) -> None:
+        """Takes one sample (in a worker thread: ``nvidia-smi`` must not stall the client loops)."""
+        self.samples.append(await asyncio.to_thread(self._snapshot))
+
+    async def start(self) -> None:
+        """Takes the first sample and samples every ``every_s`` until :meth:`stop`."""
+        self._started = time.perf_counter()
+        await self.sample()
+
+        async def every() -> None:
+            while True:
+                await asyncio.sleep(self.every_s)
+                await self.sample()
+
+        self._task = asyncio.get_running_loop().create_task(every())
+
+    async def stop(self) -> None:
+        """Stops sampling and takes the last sample (nothing if never started)."""
+        if self._task is None:
+            return
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        self._task = None
+        await self.sample()
 
 
 def host_info() -> dict[str, Any]:
@@ -451,27 +537,164 @@ def run_bench(options: BenchOptions, out: str | os.PathLike | None = None, plot:
         reference: measures the EmotiVoice reference over the same options (see bench_reference).
         command: the command line to record (default ``sys.argv``).
     """
-    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    head = _report_head(options, command)
     levels = asyncio.run(run_levels(options))
-    report: dict[str, Any] = {
-        "command": shlex.join(command if command is not None else sys.argv),
-        "date": started,
-        "target": options.target,
-        "host": host_info(),
-        "config": {k: v for k, v in vars(options).items() if k not in ("sentences", "progress")}
-        | {"sentences": len(options.sentences)},
-        "levels": levels,
-        "reference": None,
-        "comparison": None,
-    }
+    report: dict[str, Any] = {**head, "levels": levels, "reference": None, "comparison": None}
     print(format_table(levels))
     _warn_client_bound(levels)
     if reference is not None:
         report["reference"], report["comparison"] = _run_reference(reference, options, levels)
     if out is not None:
-        Path(out).write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        _write_json(report, out)
     if plot is not None:
         write_plot(report, plot)
+    return report
+
+
+def _report_head(options: BenchOptions, command: Sequence[str] | None) -> dict[str, Any]:
+    """What every report starts with: the command, the start time, the target, the client host, the options."""
+    return {
+        "command": shlex.join(command if command is not None else sys.argv),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "target": options.target,
+        "host": host_info(),
+        "config": {k: v for k, v in vars(options).items() if k not in ("sentences", "progress")}
+        | {"sentences": len(options.sentences)},
+    }
+
+
+def _write_json(report: dict[str, Any], path: str | os.PathLike) -> None:
+    Path(path).write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+# -- soak ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SoakOptions:
+    """``--soak``: ``streams`` streaming loops for ``minutes``, watching errors and memory (module docstring)."""
+
+    streams: int = 64
+    minutes: float = 10.0
+    watch_pids: tuple[int, ...] = ()
+    """Processes whose resident memory (RSS) is watched."""
+    sample_every_s: float = 10.0
+    max_drift_pct: float = 5.0
+    """Largest growth, in % of the first sample, of any watched RSS or GPU memory for the soak to pass."""
+
+
+def drift_pct(start: float | None, end: float | None) -> float | None:
+    """Growth from ``start`` to ``end`` in % of ``start``; None when either is missing or ``start`` is 0."""
+    if start is None or end is None or start <= 0:
+        return None
+    return (end - start) / start * 100
+
+
+def memory_summary(samples: Sequence[dict[str, Any]], commands: dict[int, str]) -> dict[str, Any]:
+    """First and last value, peak and drift of each watched process's RSS and each GPU's memory in use.
+
+    Args:
+        samples: :class:`MemoryMonitor` samples, oldest first (at least one).
+        commands: command line of each watched process.
+    """
+    first, last = samples[0], samples[-1]
+    processes = {}
+    for pid, command in commands.items():
+        values = [s["rss_mib"][str(pid)] for s in samples]
+        start, end = values[0], values[-1]
+        processes[str(pid)] = {
+            "command": command, "start_mib": start, "end_mib": end,
+            "peak_mib": max((v for v in values if v is not None), default=None),
+            "drift_pct": drift_pct(start, end), "exited": end is None,
+        }
+    gpus = None
+    first_gpu, last_gpu = first["gpu_memory_used_mib"], last["gpu_memory_used_mib"]
+    if first_gpu is not None and last_gpu is not None and len(first_gpu) == len(last_gpu):
+        gpus = [{"index": i, "start_mib": a, "end_mib": b, "drift_pct": drift_pct(a, b)}
+                for i, (a, b) in enumerate(zip(first_gpu, last_gpu))]
+    return {"processes": processes, "gpus": gpus, "samples": list(samples)}
+
+
+def soak_failures(level: dict[str, Any], memory: dict[str, Any], max_drift_pct: float) -> list[str]:
+    """Why a soak failed (empty: it passed): errors, no completed request, a watched process gone, drift."""
+    failures = []
+    if level["errors"]:
+        failures.append(f"{sum(level['errors'].values())} failed requests ({_codes(level['errors'])})")
+    if not level["requests"]:
+        failures.append("no request completed")
+    for pid, process in memory["processes"].items():
+        if process["exited"]:
+            failures.append(f"process {pid} ({process['command'] or '?'}) is gone")
+        elif process["drift_pct"] is not None and process["drift_pct"] > max_drift_pct:
+            failures.append(f"process {pid} RSS grew {process['drift_pct']:.1f} % (limit {max_drift_pct:g} %)")
+    for gpu in memory["gpus"] or []:
+        if gpu["drift_pct"] is not None and gpu["drift_pct"] > max_drift_pct:
+            failures.append(f"GPU {gpu['index']} memory grew {gpu['drift_pct']:.1f} % (limit {max_drift_pct:g} %)")
+    return failures
+
+
+def _codes(errors: dict[str, int]) -> str:
+    return ", ".join(f"{code} {n}" for code, n in sorted(errors.items())) or "none"
+
+
+def _mib(value: float | None) -> str:
+    return "gone" if value is None else f"{value:.1f}"
+
+
+def _drift(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.1f} %"
+
+
+def format_soak(report: dict[str, Any]) -> str:
+    """The soak's summary: load and errors, latencies, memory drift, verdict."""
+    level, memory, soak = report["level"], report["memory"], report["soak"]
+    lines = [
+        (f"soak: {soak['streams']} streams for {soak['minutes']:g} min against {report['target']}: "
+         f"{level['requests']} requests ({level['throughput_rps']:.2f}/s, RTFX {level['rtfx']:.1f}), "
+         f"errors: {_codes(level['errors'])}"),
+        (f"first audio p50 / p99: {_ms(level['ttfa_ms']['p50'])} / {_ms(level['ttfa_ms']['p99'])} ms, "
+         f"end to end p50 / p99: {_ms(level['e2e_ms']['p50'])} / {_ms(level['e2e_ms']['p99'])} ms"),
+    ]
+    for pid, p in memory["processes"].items():
+        label = p["command"].split(" -m ", 1)[-1][:48] or "?"  # "emoserve serve vocoder --host …"
+        lines.append(f"RSS of {pid} ({label}): {_mib(p['start_mib'])} -> {_mib(p['end_mib'])} MiB "
+                     f"(peak {_mib(p['peak_mib'])}, drift {_drift(p['drift_pct'])})")
+    if memory["gpus"] is None:
+        lines.append("GPU memory: not measured (no nvidia-smi)")
+    for gpu in memory["gpus"] or []:
+        lines.append(f"GPU {gpu['index']} memory used: {gpu['start_mib']} -> {gpu['end_mib']} MiB "
+                     f"(drift {_drift(gpu['drift_pct'])})")
+    lines.append("PASSED" if report["passed"] else "FAILED: " + "; ".join(report["failures"]))
+    return "\n".join(lines)
+
+
+def run_soak(options: BenchOptions, soak: SoakOptions, out: str | os.PathLike | None = None,
+             command: Sequence[str] | None = None) -> dict[str, Any]:
+    """Runs the soak (one streaming level of ``soak.streams`` loops for ``soak.minutes``), prints its summary
+    and writes the JSON report.
+
+    Args:
+        options: target, sentences, warm-up, timeouts (its levels, duration and mode are replaced).
+        soak: streams, duration, watched processes, limits.
+        out: JSON file to write.
+        command: the command line to record (default ``sys.argv``).
+
+    Returns:
+        The report; ``report["passed"]`` tells whether the soak passed.
+    """
+    options = dataclasses.replace(options, concurrency=(soak.streams,), stream=True,
+                                  duration_s=soak.minutes * 60, iterations=None)
+    head = _report_head(options, command)
+    commands = {pid: process_command(pid) for pid in soak.watch_pids}
+    monitor = MemoryMonitor(soak.watch_pids, soak.sample_every_s)
+    level = asyncio.run(run_level(options, soak.streams, monitor))
+    memory = memory_summary(monitor.samples, commands)
+    failures = soak_failures(level, memory, soak.max_drift_pct)
+    report = {**head, "soak": dataclasses.asdict(soak), "level": level, "memory": memory,
+              "passed": not failures, "failures": failures}
+    print(format_soak(report))
+    if out is not None:
+        _write_json(report, out)
     return report
 
 
@@ -507,6 +730,28 @@ def concurrency_list(value: str) -> tuple[int, ...]:
     return levels
 
 
+def pid_list(value: str) -> list[int]:
+    """``"12,34"`` -> [12, 34]; every PID must be a positive integer."""
+    try:
+        pids = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        pids = []
+    if not pids or min(pids) < 1:
+        raise argparse.ArgumentTypeError(f"expected process ids like 1234 or 1234,5678, got {value!r}")
+    return pids
+
+
+def positive_float(value: str) -> float:
+    """A number > 0."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}")
+    return number
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The bench options (shared by ``emoserve bench`` and ``python -m emoserve.tools.bench``)."""
     parser.add_argument("--target", default="localhost:50051", help="gateway HOST:PORT")
@@ -532,6 +777,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also time EmotiVoice's own inference path from this checkout (needs --model)")
     parser.add_argument("--model", help="emoserve model directory the target serves (for --reference)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    soak = parser.add_argument_group("soak test (see Soak test above)")
+    soak.add_argument("--soak", action="store_true",
+                      help="run --streams streaming loops for --minutes and check errors and memory drift "
+                           "(instead of --concurrency levels)")
+    soak.add_argument("--streams", type=int, default=SoakOptions.streams,
+                      help=f"concurrent streams of the soak (default {SoakOptions.streams})")
+    soak.add_argument("--minutes", type=positive_float, default=SoakOptions.minutes,
+                      help=f"length of the soak in minutes (default {SoakOptions.minutes:g})")
+    soak.add_argument("--watch-pid", type=pid_list, action="extend", default=[], metavar="PID[,PID...]",
+                      help="process whose resident memory the soak watches (repeat or separate by commas)")
+    soak.add_argument("--sample-every", type=positive_float, default=SoakOptions.sample_every_s, metavar="SECONDS",
+                      help=f"seconds between memory samples (default {SoakOptions.sample_every_s:g})")
+    soak.add_argument("--max-drift", type=float, default=SoakOptions.max_drift_pct, metavar="PERCENT",
+                      help="largest memory growth for the soak to pass, in %% "
+                           f"(default {SoakOptions.max_drift_pct:g})")
 
 
 def options_from_args(args: argparse.Namespace) -> BenchOptions:
@@ -544,8 +804,35 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
     )
 
 
+def soak_from_args(args: argparse.Namespace) -> SoakOptions:
+    """SoakOptions from parsed ``add_arguments`` options.
+
+    Raises:
+        ValueError: an option that does not apply to a soak, too few streams, or a watched process that does
+            not exist.
+    """
+    unused = [flag for flag, given in (("--iterations", args.iterations is not None), ("--plot", args.plot),
+                                       ("--reference", args.reference)) if given]
+    if unused:
+        raise ValueError(f"{', '.join(unused)} does not apply to --soak")
+    if args.streams < 1:
+        raise ValueError(f"--streams must be >= 1, got {args.streams}")
+    gone = [pid for pid in args.watch_pid if rss_mib(pid) is None]
+    if gone:
+        raise ValueError(f"no running process with id {', '.join(map(str, gone))} (or no /proc to read its memory)")
+    return SoakOptions(streams=args.streams, minutes=args.minutes, watch_pids=tuple(dict.fromkeys(args.watch_pid)),
+                       sample_every_s=args.sample_every, max_drift_pct=args.max_drift)
+
+
 def run_from_args(args: argparse.Namespace) -> int:
-    """Entry point behind ``emoserve bench``; returns the exit status."""
+    """Entry point behind ``emoserve bench``; returns the exit status (a failed soak: 1)."""
+    if args.soak:
+        try:
+            soak, options = soak_from_args(args), options_from_args(args)
+        except (OSError, ValueError) as exc:
+            print(f"emoserve bench: error: {exc}", file=sys.stderr)
+            return 2
+        return 0 if run_soak(options, soak, args.out)["passed"] else 1
     if args.reference and not args.model:
         print("emoserve bench: error: --reference needs --model MODEL_DIR", file=sys.stderr)
         return 2

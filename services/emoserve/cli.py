@@ -63,6 +63,25 @@ def _add_model_tools(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_import_emotivoice)
 
 
+def _given(**values: str | None) -> dict[str, str]:
+    """The options that were given on the command line."""
+    return {key: value for key, value in values.items() if value}
+
+
+def _client_security(args: argparse.Namespace, command: str) -> dict | None:
+    """``tls`` and ``token`` arguments of :class:`emoserve.client.Client`; None (after printing why) on error."""
+    from emoserve.runtime.config import ClientTlsConfig, ConfigError
+    from emoserve.runtime.security import client_token
+
+    try:
+        tls = ClientTlsConfig(**_given(ca_file=args.tls_ca, cert_file=args.tls_cert, key_file=args.tls_key,
+                                       server_name=args.tls_server_name))
+        return {"tls": tls, "token": client_token(args.token_file or "")}
+    except ConfigError as exc:
+        print(f"emoserve {command}: error: {exc}", file=sys.stderr)
+        return None
+
+
 def _addresses(value: str) -> list[str]:
     return [a.strip() for a in value.split(",") if a.strip()]
 
@@ -79,6 +98,17 @@ def _serve(args: argparse.Namespace) -> int:
     for key in ("device", "precision"):
         if getattr(args, key, None):
             overrides[key] = getattr(args, key)
+    if args.metrics_port is not None:
+        overrides["metrics"] = {"port": args.metrics_port}
+    tls = _given(cert_file=args.tls_cert, key_file=args.tls_key, client_ca_file=args.tls_client_ca)
+    if tls:
+        overrides["server"]["tls"] = tls
+    stage_tls = _given(ca_file=args.stage_ca, cert_file=args.stage_cert, key_file=args.stage_key,
+                       server_name=args.stage_server_name)
+    if stage_tls:
+        overrides["stage_tls"] = stage_tls
+    if args.token_file:
+        overrides["auth"] = {"token_file": args.token_file}
     try:
         config = load_config(args.config, **overrides)
     except ConfigError as exc:
@@ -91,10 +121,22 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"emoserve serve gateway: error: missing --{' --'.join(missing)}", file=sys.stderr)
             return 2
         stages = StageAddresses(_addresses(args.encoder), _addresses(args.acoustic), _addresses(args.vocoder))
+        from emoserve.gateway.discovery import parse_target
+
+        for stage in ("encoder", "acoustic", "vocoder"):
+            try:
+                parse_target(getattr(stages, stage))
+            except ValueError as exc:
+                print(f"emoserve serve gateway: error: --{stage}: {exc}", file=sys.stderr)
+                return 2
     elif not args.model:
         print(f"emoserve serve {args.kind}: error: --model MODEL_DIR is required", file=sys.stderr)
         return 2
-    asyncio.run(serve(args.kind, config, args.model or "", stages))
+    try:
+        asyncio.run(serve(args.kind, config, args.model or "", stages))
+    except ConfigError as exc:  # e.g. an unsupported OTEL_TRACES_EXPORTER
+        print(f"emoserve serve {args.kind}: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -111,8 +153,11 @@ def _synth(args: argparse.Namespace) -> int:
 
     options = dict(voice=args.voice, emotion=args.emotion, speed=args.speed, pitch_semitones=args.pitch,
                    energy=args.energy, sample_rate_hz=args.sample_rate)
+    security = _client_security(args, "synth")
+    if security is None:
+        return 2
     try:
-        with Client(args.target, timeout=args.timeout) as client:
+        with Client(args.target, timeout=args.timeout, **security) as client:
             if args.stream:
                 chunks = list(client.stream(args.text, encoding="LINEAR_PCM", **options))
                 rate = chunks[0].sample_rate_hz
@@ -135,8 +180,11 @@ def _voices(args: argparse.Namespace) -> int:
 
     from emoserve.client import Client
 
+    security = _client_security(args, "voices")
+    if security is None:
+        return 2
     try:
-        with Client(args.target, timeout=args.timeout) as client:
+        with Client(args.target, timeout=args.timeout, **security) as client:
             reply = client.voices()
     except grpc.RpcError as exc:
         print(f"emoserve voices: {exc.code().name}: {exc.details()}", file=sys.stderr)
@@ -156,8 +204,20 @@ def _add_servers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where the model runs (default auto)")
     p.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], help="default: fp16 on GPU, fp32 on CPU")
     p.add_argument("--config", help="YAML configuration file (batching, limits, server)")
+    p.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (default 9464; 0 = any free port, "
+                   "-1 = no metrics)")
     for stage in ("encoder", "acoustic", "vocoder"):
-        p.add_argument(f"--{stage}", help=f"gateway: {stage} address(es), HOST:PORT[,HOST:PORT...]")
+        p.add_argument(f"--{stage}", help=f"gateway: {stage} address(es): HOST:PORT[,HOST:PORT...], "
+                       f"k8s://SERVICE[.NAMESPACE][:PORT] (EndpointSlice watch) or dns:///HOST:PORT")
+    p.add_argument("--tls-cert", help="serve TLS with this PEM certificate chain (with --tls-key)")
+    p.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    p.add_argument("--tls-client-ca", help="require client certificates signed by this PEM CA (mutual TLS)")
+    p.add_argument("--stage-ca", help="gateway: reach the stages over TLS, trusting this PEM CA")
+    p.add_argument("--stage-cert", help="gateway: client certificate presented to the stages (mTLS)")
+    p.add_argument("--stage-key", help="gateway: PEM private key of --stage-cert")
+    p.add_argument("--stage-server-name", help="gateway: name expected in the stages' certificates")
+    p.add_argument("--token-file", help="gateway: require a bearer token listed in FILE (one per line); "
+                   "tokens in $EMOSERVE_TOKENS are accepted too")
     p.set_defaults(handler=_serve)
 
     p = sub.add_parser("up", help="run the whole pipeline on this machine")
@@ -184,12 +244,22 @@ def _add_client(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target", default="localhost:50051", help="gateway HOST:PORT")
     p.add_argument("--timeout", type=float, default=120.0, help="deadline in seconds")
     p.add_argument("-o", "--output", default="out.wav", help="WAV file to write")
+    _add_client_security(p)
     p.set_defaults(handler=_synth)
 
     p = sub.add_parser("voices", help="list the voices of a running gateway's model")
     p.add_argument("--target", default="localhost:50051", help="gateway HOST:PORT")
     p.add_argument("--timeout", type=float, default=30.0)
+    _add_client_security(p)
     p.set_defaults(handler=_voices)
+
+
+def _add_client_security(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tls-ca", help="connect over TLS, trusting this PEM CA")
+    p.add_argument("--tls-cert", help="client certificate for a gateway requiring mutual TLS (with --tls-key)")
+    p.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    p.add_argument("--tls-server-name", help="name expected in the gateway's certificate (default: target host)")
+    p.add_argument("--token-file", help="send the bearer token in FILE (default: $EMOSERVE_TOKEN, if set)")
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
@@ -201,14 +271,44 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=bench.run_from_args)
 
 
+def _add_engine_tools(sub: argparse._SubParsersAction) -> None:
+    from emoserve.engines.commands import add_commands
+
+    add_commands(sub)
+
+
+def _k8s_status(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from emoserve.k8s import status_command
+
+    code, report = status_command(args.release, args.namespace, dt.timedelta(minutes=args.restart_window))
+    print(report, file=sys.stderr if code == 2 else sys.stdout)
+    return code
+
+
+def _add_k8s(sub: argparse._SubParsersAction) -> None:
+    k8s = sub.add_parser("k8s", help="inspect an emoserve release on Kubernetes (Helm chart charts/emoserve)")
+    commands = k8s.add_subparsers(dest="k8s_command", required=True)
+    p = commands.add_parser("status", help="per component: desired/ready pods, autoscaler metrics and replicas, "
+                            "recent restarts (exit 0 when every component is ready)")
+    p.add_argument("--release", required=True, help="Helm release name")
+    p.add_argument("--namespace", help="namespace (default: the current kubeconfig context's)")
+    p.add_argument("--restart-window", type=float, default=60.0, metavar="MINUTES",
+                   help="restarts this recent are reported (default 60)")
+    p.set_defaults(handler=_k8s_status)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full ``emoserve`` argument parser."""
     parser = argparse.ArgumentParser(prog="emoserve", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_model_tools(sub)
+    _add_engine_tools(sub)
     _add_servers(sub)
     _add_client(sub)
     _add_bench(sub)
+    _add_k8s(sub)
     return parser
 
 

@@ -7,6 +7,10 @@ Example::
     with Client("localhost:50051") as tts:
         reply = tts.synthesize("Hello from emoserve.", emotion="Happy", encoding="WAV")
         open("hello.wav", "wb").write(reply.audio)
+
+    # A gateway with TLS and bearer tokens:
+    tls = ClientTlsConfig(ca_file="ca.pem")
+    with Client("tts.example.com:443", tls=tls, token=open("token").read().strip()) as tts: ...
 """
 
 from __future__ import annotations
@@ -15,8 +19,8 @@ import io
 import wave
 from collections.abc import AsyncIterator, Iterable, Iterator
 
-import grpc
-
+from emoserve.runtime.config import ClientTlsConfig
+from emoserve.runtime.security import aio_channel, bearer_metadata, channel
 from emoserve.v1 import tts_pb2, tts_pb2_grpc
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -61,21 +65,28 @@ def pcm_to_wav(chunks: Iterable[bytes], sample_rate: int) -> bytes:
     return buf.getvalue()
 
 
+def _metadata(metadata: list[tuple[str, str]] | None, token: str | None) -> list[tuple[str, str]]:
+    return [*(metadata or []), *([bearer_metadata(token)] if token else [])]
+
+
 class Client:
     """Blocking client.
 
     Args:
         target: ``host:port`` of the gateway.
         timeout: default deadline of each call in seconds (None: no deadline).
-        metadata: extra call metadata, e.g. ``[("authorization", "Bearer ...")]``.
+        metadata: extra call metadata.
+        tls: TLS of the connection (``ca_file``; ``cert_file``/``key_file`` for mTLS); None: plaintext.
+        token: bearer token sent as ``authorization: Bearer <token>`` on every call.
     """
 
     def __init__(self, target: str = "localhost:50051", timeout: float | None = 60.0,
-                 metadata: list[tuple[str, str]] | None = None) -> None:
-        self.channel = grpc.insecure_channel(target, options=_OPTIONS)
+                 metadata: list[tuple[str, str]] | None = None, *, tls: ClientTlsConfig | None = None,
+                 token: str | None = None) -> None:
+        self.channel = channel(target, tls, _OPTIONS)
         self.stub = tts_pb2_grpc.SynthesizerStub(self.channel)
         self.timeout = timeout
-        self.metadata = metadata or []
+        self.metadata = _metadata(metadata, token)
 
     def synthesize(self, text: str, **kwargs) -> tts_pb2.SynthesizeResponse:
         """Whole utterance in one response; keyword arguments as in :func:`build_request`."""
@@ -100,14 +111,15 @@ class Client:
 
 
 class AsyncClient:
-    """asyncio client; same methods as :class:`Client`, awaitable."""
+    """asyncio client; same arguments and methods as :class:`Client`, awaitable."""
 
     def __init__(self, target: str = "localhost:50051", timeout: float | None = 60.0,
-                 metadata: list[tuple[str, str]] | None = None) -> None:
-        self.channel = grpc.aio.insecure_channel(target, options=_OPTIONS)
+                 metadata: list[tuple[str, str]] | None = None, *, tls: ClientTlsConfig | None = None,
+                 token: str | None = None) -> None:
+        self.channel = aio_channel(target, tls, _OPTIONS)
         self.stub = tts_pb2_grpc.SynthesizerStub(self.channel)
         self.timeout = timeout
-        self.metadata = metadata or []
+        self.metadata = _metadata(metadata, token)
 
     async def synthesize(self, text: str, **kwargs) -> tts_pb2.SynthesizeResponse:
         return await self.stub.Synthesize(build_request(text, **kwargs), timeout=self.timeout, metadata=self.metadata)

@@ -1,7 +1,9 @@
 """``emoserve up``: the whole pipeline on one machine, one process per service.
 
 Starts the three stages on free loopback ports, waits until each reports SERVING, then starts the gateway
-on the requested port. Ctrl-C / SIGTERM drains the gateway first, then the stages.
+on the requested port; every service's Prometheus endpoint gets a free port too. Prints one line per service,
+``SERVICE grpc=HOST:PORT metrics=http://HOST:PORT/metrics``. Ctrl-C / SIGTERM drains the gateway first, then
+the stages.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ class Child:
     name: str
     address: str
     process: subprocess.Popen
+    metrics: str
+    """URL of the service's Prometheus endpoint."""
 
 
 def default_model_dir() -> Path:
@@ -70,9 +74,11 @@ def wait_serving(child: Child, timeout_s: float = START_TIMEOUT_S) -> None:
 
 
 def _spawn(name: str, args: list[str], host: str, port: int) -> Child:
-    command = [sys.executable, "-m", "emoserve", "serve", name, "--host", host, "--port", str(port), *args]
     reachable = "127.0.0.1" if host in ("0.0.0.0", "::", "[::]") else host
-    return Child(name, f"{reachable}:{port}", subprocess.Popen(command))
+    metrics_port = free_port(reachable)
+    command = [sys.executable, "-m", "emoserve", "serve", name, "--host", host, "--port", str(port),
+               "--metrics-port", str(metrics_port), *args]
+    return Child(name, f"{reachable}:{port}", subprocess.Popen(command), f"http://{reachable}:{metrics_port}/metrics")
 
 
 def stop_all(children: list[Child]) -> None:
@@ -107,7 +113,7 @@ def up(model: str | None, device: str, precision: str, host: str, port: int, con
         children.append(gateway)
         wait_serving(gateway)
         for child in children:
-            print(f"{child.name} grpc={child.address}", flush=True)
+            print(f"{child.name} grpc={child.address} metrics={child.metrics}", flush=True)
         print(f"emoserve is up (model {model_dir}); try: emoserve synth \"Hello from emoserve.\" "
               f"--target {gateway.address} -o hello.wav", flush=True)
         while all(c.process.poll() is None for c in children):

@@ -6,9 +6,12 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from emoserve.gateway.discovery import discovery_for, initial_addresses, parse_target
 from emoserve.gateway.service import SynthesizerService, stage_pools
 from emoserve.runtime.config import StageConfig
+from emoserve.runtime.security import BearerTokenInterceptor, load_tokens
 from emoserve.runtime.server import StageServer
+from emoserve.runtime.telemetry import Telemetry
 from emoserve.v1 import tts_pb2, tts_pb2_grpc
 
 STAGES: dict[str, str] = {
@@ -21,7 +24,8 @@ STAGES: dict[str, str] = {
 
 @dataclass
 class StageAddresses:
-    """Where the gateway finds each stage (one or more ``host:port`` per stage)."""
+    """Where the gateway finds each stage: ``host:port`` items, or one ``k8s://`` / ``dns:`` URI
+    (see :func:`emoserve.gateway.discovery.parse_target`)."""
 
     encoder: list[str]
     acoustic: list[str]
@@ -38,18 +42,38 @@ def build_stage(kind: str, model_dir: str, config: StageConfig):
     return getattr(importlib.import_module(module), name)(ModelDir(model_dir), config)
 
 
-async def start_gateway(config: StageConfig, stages: StageAddresses) -> tuple[StageServer, SynthesizerService]:
-    """Binds the gateway (NOT_SERVING), waits for every stage to answer, then reports SERVING."""
-    pools = stage_pools(stages.encoder, stages.acoustic, stages.vocoder, config.server.max_message_bytes)
-    service = SynthesizerService(*pools, config)
-    server = StageServer(config.server, name="gateway")
+async def start_gateway(
+    config: StageConfig, stages: StageAddresses, telemetry: Telemetry | None = None
+) -> tuple[StageServer, SynthesizerService]:
+    """Binds the gateway (NOT_SERVING), waits for every stage to answer, then reports SERVING.
+
+    ``telemetry`` defaults to one from ``config.metrics`` and the ``OTEL_*`` variables.
+
+    The public API requires a bearer token when ``config.auth`` yields any; the stages are reached over
+    ``config.stage_tls``.
+    """
+    tokens = load_tokens(config.auth)
+    targets = {name: parse_target(getattr(stages, name)) for name in ("encoder", "acoustic", "vocoder")}
+    pools = stage_pools(
+        *(initial_addresses(t) for t in targets.values()), config.server.max_message_bytes, config.stage_tls
+    )
+    discoveries = [d for d in map(discovery_for, targets, targets.values(), pools) if d is not None]
+    telemetry = telemetry or Telemetry("gateway", config.metrics)
+    service = SynthesizerService(*pools, config, metrics=telemetry.gateway_metrics())
+    server = StageServer(config.server, name="gateway", telemetry=telemetry)
+    if tokens:
+        server.add_interceptor(BearerTokenInterceptor(tokens))
     server.add_service(
         tts_pb2.DESCRIPTOR.services_by_name["Synthesizer"], service, tts_pb2_grpc.add_SynthesizerServicer_to_server
     )
+    for discovery in discoveries:
+        server.add_shutdown_hook(discovery.close)
     for pool in pools:
         server.add_shutdown_hook(pool.close)
     await server.start()
     try:
+        for discovery in discoveries:
+            await discovery.start()
         await service.load()
     except BaseException:
         await server.stop(0)

@@ -103,14 +103,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def stage_config(port: int = 0, batching: dict[str, Any] | None = None, **overrides: Any) -> StageConfig:
-    """A CPU stage/gateway config listening on loopback (``port`` 0: any free port)."""
+def stage_config(
+    port: int = 0, batching: dict[str, Any] | None = None, server: dict[str, Any] | None = None, **overrides: Any
+) -> StageConfig:
+    """A CPU stage/gateway config listening on loopback (``port`` 0: any free port; metrics on a free port)."""
     return load_config(
         environ={},
         device="cpu",
-        server={"host": HOST, "port": port, "grace_period_s": STOP_GRACE_S},
+        server={"host": HOST, "port": port, "grace_period_s": STOP_GRACE_S, **(server or {})},
         batching={**BATCHING, **(batching or {})},
-        **overrides,
+        **{"metrics": {"port": 0}, **overrides},
     )
 
 

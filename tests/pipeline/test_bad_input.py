@@ -86,6 +86,25 @@ def test_unknown_voice_is_not_found(gateway: Client) -> None:
     check(gateway, request(voice="nobody-speaks-like-this"), grpc.StatusCode.NOT_FOUND, "nobody-speaks-like-this")
 
 
+@pytest.mark.parametrize(
+    "fields,words",
+    [
+        ({"emotion": "x" * 501}, ("emotion", "501", "500")),
+        ({"voice": "v" * 129}, ("voice", "129", "128")),
+        ({"request_id": "r" * 129}, ("request_id", "128")),
+        ({"request_id": "line\nbreak"}, ("request_id", "printable")),
+        ({"request_id": "\x1b[31mred"}, ("request_id", "printable")),
+    ],
+)
+def test_over_long_or_unprintable_fields_are_invalid_argument(gateway: Client, fields: dict, words: tuple) -> None:
+    check(gateway, request(**fields), INVALID, *words)
+
+
+def test_fields_at_their_limits_are_accepted(gateway: Client) -> None:
+    reply = gateway.synthesize(GOOD_TEXT, emotion="情" * 500, request_id="r" * 128)
+    assert reply.request_id == "r" * 128 and len(reply.audio) > 0
+
+
 def test_unknown_encoding_is_invalid_argument(gateway: Client) -> None:
     check(gateway, request(encoding=99), INVALID, "encoding")
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import io
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +25,7 @@ from tests.pipeline.test_synthesize import TEXT, encoded_tokens
 pytestmark = pytest.mark.timeout(240)
 
 START_TIMEOUT_S = 120.0
+SERVICE_LINE = re.compile(r"(?P<name>\w+) grpc=(?P<grpc>\S+) metrics=(?P<metrics>http://127\.0\.0\.1:\d+/metrics)")
 STOP_TIMEOUT_S = 30.0
 
 
@@ -135,10 +138,13 @@ def test_emoserve_up_serves_then_stops_cleanly_on_sigterm(
 ) -> None:
     process, target = up
     gateway_line = process.wait_for_line("gateway grpc=", START_TIMEOUT_S)
-    assert gateway_line == f"gateway grpc={target}"
+    assert gateway_line.startswith(f"gateway grpc={target} metrics=")
     process.wait_for_line("emoserve is up", 10)
-    assert {line.split()[0] for line in process.lines if " grpc=" in line} == {"encoder", "acoustic", "vocoder",
-                                                                               "gateway"}
+    services = [m for m in map(SERVICE_LINE.fullmatch, process.lines) if m]
+    assert sorted(m["name"] for m in services) == ["acoustic", "encoder", "gateway", "vocoder"], process.lines
+    for m in services:  # each printed endpoint is that service's own
+        with urllib.request.urlopen(m["metrics"], timeout=5) as reply:
+            assert f'service_name="emoserve-{m["name"]}"' in reply.read().decode(), m["metrics"]
     children = children_of(process.process.pid)
     assert len(children) == 4 and all(alive_serve_process(pid) for pid in children), [cmdline(p) for p in children]
 

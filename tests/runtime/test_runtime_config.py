@@ -62,7 +62,7 @@ def test_yaml_file_is_loaded_into_nested_typed_config(tmp_path: Path) -> None:
     [
         ("devise: cpu\n", "unknown config key(s) 'devise'"),
         ("batching:\n  max_batch: 4\n", "unknown config key(s) 'batching.max_batch'"),
-        ("server:\n  port: 1\n  tls: true\n", "unknown config key(s) 'server.tls'"),
+        ("server:\n  port: 1\n  plaintext: true\n", "unknown config key(s) 'server.plaintext'"),
     ],
 )
 def test_unknown_yaml_keys_are_rejected_by_name(tmp_path: Path, yaml_text: str, message: str) -> None:

@@ -100,8 +100,15 @@ def mel_msg(shape: tuple[int, ...] = (80, 10), dtype: str = "float16") -> stages
         (stages_pb2.Tensor(dtype=stages_pb2.Tensor.FLOAT16, shape=[80, 10], data=b"\0" * 1599), spec(),
          r"data is 1599 bytes but shape \[80, 10\] of float16 needs 1600 bytes"),
         (stages_pb2.Tensor(dtype=stages_pb2.Tensor.FLOAT16, shape=[-1, 2], data=b""), spec(), "negative dimension"),
+        (stages_pb2.Tensor(dtype=stages_pb2.Tensor.FLOAT16, shape=[1] * 9, data=b"\0\0"), spec(rank=None),
+         "rank 9 exceeds the maximum of 8"),
+        (stages_pb2.Tensor(dtype=stages_pb2.Tensor.FLOAT16, shape=[0, 1 << 40], data=b""), spec(),
+         r"dimension beyond max_elements=67108864 in shape \[0, 1099511627776\]"),
+        (stages_pb2.Tensor(dtype=stages_pb2.Tensor.FLOAT16, shape=[3] * 100_000, data=b""), spec(),
+         r"got rank 100000 \(shape \[3, 3, 3, 3, 3, 3, 3, 3, \.\.\. \(100000 dims\)\]\)$"),
     ],
-    ids=["dtype", "unspecified-dtype", "unknown-dtype", "rank", "exact-dim", "dim-range", "max-elements", "byte-size", "negative-dim"],
+    ids=["dtype", "unspecified-dtype", "unknown-dtype", "rank", "exact-dim", "dim-range", "max-elements", "byte-size",
+         "negative-dim", "max-rank", "default-dim-cap", "long-shape-shortened"],
 )
 def test_violations_raise_tensor_validation_error_naming_expected_and_actual(
     msg: stages_pb2.Tensor, tensor_spec: TensorSpec, message: str
@@ -129,7 +136,7 @@ def test_huge_declared_shape_is_rejected_before_allocating() -> None:
     msg = stages_pb2.Tensor(dtype=stages_pb2.Tensor.FLOAT32, shape=[1 << 30, 1 << 30], data=b"\0" * 8)
     t0 = time.perf_counter()
     with pytest.raises(TensorValidationError, match="bytes but shape"):
-        decode(msg, TensorSpec("x", rank=2))
+        decode(msg, TensorSpec("x", rank=2, max_elements=1 << 62))
     assert time.perf_counter() - t0 < 0.5
 
 

@@ -38,6 +38,48 @@ class AcousticResult:
     """``[T]`` int32 frames per token."""
 
 
+def check_item(item: AcousticItem, n_vocab: int, n_speakers: int, style_dim: int) -> None:
+    """Rejects an item a model of these sizes cannot run, with a message naming the field.
+
+    Raises:
+        ValueError: empty or out-of-vocabulary ids, unknown speaker, wrong embedding size.
+    """
+    if item.ids.ndim != 1 or item.ids.size == 0:
+        raise ValueError(f"phoneme_ids must be a non-empty 1-D array, got shape {tuple(item.ids.shape)}")
+    if item.ids.min() < 0 or item.ids.max() >= n_vocab:
+        raise ValueError(f"phoneme_ids must lie in [0, {n_vocab}), got [{item.ids.min()}, {item.ids.max()}]")
+    if not 0 <= item.speaker < n_speakers:
+        raise ValueError(f"speaker must lie in [0, {n_speakers}), got {item.speaker}")
+    for name in ("prompt", "content"):
+        shape = getattr(item, name).shape
+        if shape != (style_dim,):
+            raise ValueError(f"{name}_embedding must have shape ({style_dim},), got {tuple(shape)}")
+
+
+def pad_items(
+    items: list[AcousticItem], batch: int, tokens: int, style_dim: int, dtype: torch.dtype
+) -> tuple[torch.Tensor, ...]:
+    """Padded host tensors ``(ids, lengths, speakers, prompt, content, speed, pitch, energy)`` of a batch.
+
+    Padding rows are one-token dummies (masked, then dropped); embeddings are in ``dtype``, controls fp32.
+    """
+    n = len(items)
+    ids = torch.zeros(batch, tokens, dtype=torch.long)
+    for b, it in enumerate(items):
+        ids[b, : len(it.ids)] = torch.from_numpy(np.asarray(it.ids, dtype=np.int64))
+    lengths = torch.ones(batch, dtype=torch.long)
+    lengths[:n] = torch.tensor([len(it.ids) for it in items])
+    speakers = torch.zeros(batch, dtype=torch.long)
+    speakers[:n] = torch.tensor([it.speaker for it in items])
+    prompt = torch.zeros(batch, style_dim)
+    prompt[:n] = torch.from_numpy(np.stack([it.prompt for it in items]))
+    content = torch.zeros(batch, style_dim)
+    content[:n] = torch.from_numpy(np.stack([it.content for it in items]))
+    controls = torch.tensor([[1.0, 0.0, 1.0]] * batch)
+    controls[:n] = torch.tensor([[it.speed, it.pitch_semitones, it.energy] for it in items])
+    return ids, lengths, speakers, prompt.to(dtype), content.to(dtype), *controls.T.contiguous()
+
+
 class AcousticEngine:
     """Runs :class:`~emoserve.model.acoustic.AcousticModel` on padded batches.
 
@@ -84,39 +126,12 @@ class AcousticEngine:
         self.frame_index = torch.arange(self.frame_buckets[-1], device=self.device)
 
     def check(self, item: AcousticItem) -> None:
-        """Rejects an item the model cannot run, with a message naming the field.
-
-        Raises:
-            ValueError: empty or out-of-vocabulary ids, unknown speaker, wrong embedding size.
-        """
-        if item.ids.ndim != 1 or item.ids.size == 0:
-            raise ValueError(f"phoneme_ids must be a non-empty 1-D array, got shape {tuple(item.ids.shape)}")
-        if item.ids.min() < 0 or item.ids.max() >= self.n_vocab:
-            raise ValueError(f"phoneme_ids must lie in [0, {self.n_vocab}), got [{item.ids.min()}, {item.ids.max()}]")
-        if not 0 <= item.speaker < self.n_speakers:
-            raise ValueError(f"speaker must lie in [0, {self.n_speakers}), got {item.speaker}")
-        for name in ("prompt", "content"):
-            shape = getattr(item, name).shape
-            if shape != (self.style_dim,):
-                raise ValueError(f"{name}_embedding must have shape ({self.style_dim},), got {tuple(shape)}")
+        """Rejects an item the model cannot run (see :func:`check_item`)."""
+        check_item(item, self.n_vocab, self.n_speakers, self.style_dim)
 
     def _inputs(self, items: list[AcousticItem], batch: int, tokens: int) -> tuple[torch.Tensor, ...]:
         """Padded model inputs on the device; padding rows are one-token dummies (masked, then dropped)."""
-        n = len(items)
-        ids = torch.zeros(batch, tokens, dtype=torch.long)
-        for b, it in enumerate(items):
-            ids[b, : len(it.ids)] = torch.from_numpy(np.asarray(it.ids, dtype=np.int64))
-        lengths = torch.ones(batch, dtype=torch.long)
-        lengths[:n] = torch.tensor([len(it.ids) for it in items])
-        speakers = torch.zeros(batch, dtype=torch.long)
-        speakers[:n] = torch.tensor([it.speaker for it in items])
-        prompt = torch.zeros(batch, self.style_dim)
-        prompt[:n] = torch.from_numpy(np.stack([it.prompt for it in items]))
-        content = torch.zeros(batch, self.style_dim)
-        content[:n] = torch.from_numpy(np.stack([it.content for it in items]))
-        controls = torch.tensor([[1.0, 0.0, 1.0]] * batch)
-        controls[:n] = torch.tensor([[it.speed, it.pitch_semitones, it.energy] for it in items])
-        host = (ids, lengths, speakers, prompt.to(self.dtype), content.to(self.dtype), *controls.T.contiguous())
+        host = pad_items(items, batch, tokens, self.style_dim, self.dtype)
         if self.device.type == "cuda":
             host = tuple(t.pin_memory() for t in host)
         return tuple(t.to(self.device, non_blocking=True) for t in host)

@@ -50,7 +50,7 @@ class EncoderEngine:
     Args:
         model_dir: the loaded model directory.
         device: torch device of the style encoder.
-        cache_size: capacity of the emotion-prompt embedding cache.
+        cache_size: capacity of the embedding cache of prompts and segment texts (0 disables it).
         max_segment_phonemes: longer text is split into segments of at most this many phonemes.
         max_segment_chars: ... and at most this many characters.
         precision: compute precision of the style encoder.
@@ -95,8 +95,8 @@ class EncoderEngine:
         """
         split = [self._segments(it.text) for it in items]
         texts = [seg[0] for segs, _ in split for seg in segs]
-        contents = self.style.embed(texts).numpy() if texts else np.zeros((0, self.style.dim), np.float32)
-        prompts = self.style.embed_prompts([it.emotion for it in items]).numpy()
+        vectors = self.style.embed_cached(texts + [it.emotion for it in items]).numpy()
+        contents, prompts = vectors[: len(texts)], vectors[len(texts) :]
         results: list[Encoding | ValueError] = []
         row = 0
         for i, (segs, dropped) in enumerate(split):

@@ -18,7 +18,9 @@ class EncoderService(StageService, stages_pb2_grpc.EncoderServicer):
     add_to_server = staticmethod(stages_pb2_grpc.add_EncoderServicer_to_server)
 
     def build_engine(self) -> EncoderEngine:
-        return EncoderEngine(self.model_dir, self.device, precision=self.precision)
+        return EncoderEngine(
+            self.model_dir, self.device, cache_size=self.config.embedding_cache_size, precision=self.precision
+        )
 
     @staticmethod
     def length_of(item: EncodeItem) -> int:

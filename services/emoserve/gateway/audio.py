@@ -1,4 +1,8 @@
-"""Audio post-processing at the gateway: joining segments, resampling and wire encodings."""
+"""Audio post-processing at the gateway: joining segments, resampling and wire encodings.
+
+Audio arrives from the vocoder as 16-bit PCM and stays int16 here; only resampling and ``FLOAT32`` output
+convert it to floats.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import wave
 import numpy as np
 from scipy.signal import resample_poly
 
+from emoserve.runtime.pcm import to_float, to_pcm16
 from emoserve.v1 import tts_pb2
 
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8000, 48000
@@ -31,45 +36,45 @@ def check_encoding(encoding: int) -> int:
 
 def pause(sample_rate: int) -> np.ndarray:
     """The silence placed between segments."""
-    return np.zeros(int(round(SEGMENT_PAUSE_S * sample_rate)), dtype=np.float32)
+    return np.zeros(int(round(SEGMENT_PAUSE_S * sample_rate)), dtype=np.int16)
 
 
-def resample(audio: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
-    """Band-limited polyphase resampling (Kaiser-windowed FIR); identity when the rates match."""
+def resample(pcm: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
+    """Band-limited polyphase resampling (Kaiser-windowed FIR) of int16 audio; identity when the rates match."""
     if target_rate in (0, source_rate):
-        return audio
+        return pcm
     g = math.gcd(source_rate, target_rate)
-    return resample_poly(audio, target_rate // g, source_rate // g).astype(np.float32)
+    return to_pcm16(resample_poly(to_float(pcm), target_rate // g, source_rate // g))
 
 
-def encode_pcm(audio: np.ndarray, encoding: int) -> bytes:
-    """Raw sample bytes: int16 LE (``wav * 32767``, clipped) or float32 LE."""
+def encode_pcm(pcm: np.ndarray, encoding: int) -> bytes:
+    """Raw sample bytes of int16 audio: int16 LE, or float32 LE in [-1, 1] for ``FLOAT32``."""
     if encoding == tts_pb2.FLOAT32:
-        return np.asarray(audio, dtype="<f4").tobytes()
-    return (np.clip(audio, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
+        return to_float(pcm).astype("<f4", copy=False).tobytes()
+    return pcm.astype("<i2", copy=False).tobytes()
 
 
-def wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
-    """A complete mono 16-bit WAV file."""
+def wav_bytes(pcm: np.ndarray, sample_rate: int) -> bytes:
+    """A complete mono 16-bit WAV file of int16 audio."""
     buf = io.BytesIO()
     with wave.open(buf, "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(sample_rate)
-        w.writeframes(encode_pcm(audio, tts_pb2.LINEAR_PCM))
+        w.writeframes(encode_pcm(pcm, tts_pb2.LINEAR_PCM))
     return buf.getvalue()
 
 
-def encode_audio(audio: np.ndarray, sample_rate: int, encoding: int) -> bytes:
-    """Whole-utterance bytes in ``encoding`` (WAV includes the header)."""
+def encode_audio(pcm: np.ndarray, sample_rate: int, encoding: int) -> bytes:
+    """Whole-utterance bytes of int16 audio in ``encoding`` (WAV includes the header)."""
     if encoding == tts_pb2.WAV:
-        return wav_bytes(audio, sample_rate)
-    return encode_pcm(audio, encoding)
+        return wav_bytes(pcm, sample_rate)
+    return encode_pcm(pcm, encoding)
 
 
 def wav_stream_header(sample_rate: int) -> bytes:
     """A WAV header for a stream of unknown length (size fields set to the maximum, as streaming tools do)."""
-    header = bytearray(wav_bytes(np.zeros(0, np.float32), sample_rate))
+    header = bytearray(wav_bytes(np.zeros(0, np.int16), sample_rate))
     header[4:8] = (0xFFFFFFFF).to_bytes(4, "little")
     header[40:44] = (0xFFFFFFFF - 36).to_bytes(4, "little")
     return bytes(header)

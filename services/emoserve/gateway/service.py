@@ -20,14 +20,17 @@ import numpy as np
 from emoserve.gateway import audio
 from emoserve.gateway.pool import StagePool
 from emoserve.model.prosody import resolve_prosody
-from emoserve.runtime.config import StageConfig
+from emoserve.runtime.config import ClientTlsConfig, StageConfig
+from emoserve.runtime.telemetry import GatewayMetrics
 from emoserve.runtime.tensors import TensorSpec, decode
 from emoserve.v1 import stages_pb2, stages_pb2_grpc, tts_pb2, tts_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-WAVE_SPEC = TensorSpec("audio", ("float32",), rank=1)
+WAVE_SPEC = TensorSpec("audio", ("int16",), rank=1)
 DURATION_SPEC = TensorSpec("durations", ("int32",), rank=1)
+MAX_NAME_CHARS = 128
+"""Longest accepted ``voice`` and ``request_id``, in characters."""
 LOOKAHEAD_SEGMENTS = 4
 """Segments of one stream synthesised ahead of the one being sent."""
 
@@ -76,11 +79,16 @@ class SynthesizerService(tts_pb2_grpc.SynthesizerServicer):
     Args:
         encoder, acoustic, vocoder: the stage pools.
         config: gateway configuration (text limit).
+        metrics: time to first audio, end-to-end latency and audio produced (default: not recorded).
     """
 
-    def __init__(self, encoder: StagePool, acoustic: StagePool, vocoder: StagePool, config: StageConfig) -> None:
+    def __init__(
+        self, encoder: StagePool, acoustic: StagePool, vocoder: StagePool, config: StageConfig,
+        metrics: GatewayMetrics | None = None,
+    ) -> None:
         self.encoder, self.acoustic, self.vocoder = encoder, acoustic, vocoder
         self.config = config
+        self.metrics = metrics or GatewayMetrics.disabled()
         self.info: stages_pb2.StageInfo | None = None
         self.voice_ids: dict[str, int] = {}
 
@@ -121,6 +129,15 @@ class SynthesizerService(tts_pb2_grpc.SynthesizerServicer):
             raise RequestError(
                 invalid, f"text has {len(request.text)} characters; the limit is {self.config.max_text_chars}"
             )
+        if len(request.emotion) > self.config.max_emotion_chars:
+            raise RequestError(
+                invalid,
+                f"emotion has {len(request.emotion)} characters; the limit is {self.config.max_emotion_chars}",
+            )
+        if len(request.voice) > MAX_NAME_CHARS:
+            raise RequestError(invalid, f"voice has {len(request.voice)} characters; the limit is {MAX_NAME_CHARS}")
+        if len(request.request_id) > MAX_NAME_CHARS or not request.request_id.isprintable():
+            raise RequestError(invalid, f"request_id must be at most {MAX_NAME_CHARS} printable characters")
         voice = request.voice or self.info.default_voice
         if voice not in self.voice_ids:
             raise RequestError(grpc.StatusCode.NOT_FOUND, f"voice {voice!r} not found; see ListVoices")
@@ -217,7 +234,7 @@ class SynthesizerService(tts_pb2_grpc.SynthesizerServicer):
             plan.request_id, len(rendered), len(wave) / plan.sample_rate, (time.perf_counter() - started) * 1e3,
             _timing_summary(timings),
         )
-        return tts_pb2.SynthesizeResponse(
+        response = tts_pb2.SynthesizeResponse(
             audio=audio.encode_audio(wave, plan.sample_rate, plan.encoding),
             sample_rate_hz=plan.sample_rate,
             duration_s=len(wave) / plan.sample_rate,
@@ -227,6 +244,11 @@ class SynthesizerService(tts_pb2_grpc.SynthesizerServicer):
             durations=[d for r in rendered for d in r.durations],
             dropped_symbols=encoded.dropped_symbols,
         )
+        elapsed = time.perf_counter() - started
+        self.metrics.first_audio("Synthesize", elapsed)
+        self.metrics.finished("Synthesize", elapsed)
+        self.metrics.audio(len(wave) / plan.sample_rate)
+        return response
 
     async def SynthesizeStream(
         self, request: tts_pb2.SynthesizeRequest, context: grpc.aio.ServicerContext
@@ -255,14 +277,18 @@ class SynthesizerService(tts_pb2_grpc.SynthesizerServicer):
                         if index == 0 and plan.encoding == tts_pb2.WAV:
                             data = audio.wav_stream_header(plan.sample_rate) + data
                         last = segment_done and i == len(segments) - 1
+                        if index == 0:
+                            self.metrics.first_audio("SynthesizeStream", time.perf_counter() - started)
                         yield tts_pb2.AudioChunk(
                             audio=data, sample_rate_hz=plan.sample_rate, index=index, last=last,
                             request_id=plan.request_id, encoding=plan.encoding, timings=timings if last else [],
                         )
+                        self.metrics.audio(len(wave) / plan.sample_rate)
                         index += 1
         finally:
             for task in pending:
                 task.cancel()
+        self.metrics.finished("SynthesizeStream", time.perf_counter() - started)
         log.info("request_id=%s stream segments=%d chunks=%d total_ms=%.1f %s",
                  plan.request_id, len(segments), index, (time.perf_counter() - started) * 1e3,
                  _timing_summary(timings))
@@ -314,11 +340,12 @@ class _status:
 
 
 def stage_pools(
-    encoder: list[str], acoustic: list[str], vocoder: list[str], max_message_bytes: int
+    encoder: list[str], acoustic: list[str], vocoder: list[str], max_message_bytes: int,
+    tls: ClientTlsConfig | None = None,
 ) -> tuple[StagePool, StagePool, StagePool]:
-    """One :class:`StagePool` per stage from lists of ``host:port``."""
+    """One :class:`StagePool` per stage from lists of ``host:port`` (``tls``: how to reach them)."""
     return (
-        StagePool("encoder", encoder, stages_pb2_grpc.EncoderStub, max_message_bytes),
-        StagePool("acoustic", acoustic, stages_pb2_grpc.AcousticStub, max_message_bytes),
-        StagePool("vocoder", vocoder, stages_pb2_grpc.VocoderStub, max_message_bytes),
+        StagePool("encoder", encoder, stages_pb2_grpc.EncoderStub, max_message_bytes, tls),
+        StagePool("acoustic", acoustic, stages_pb2_grpc.AcousticStub, max_message_bytes, tls),
+        StagePool("vocoder", vocoder, stages_pb2_grpc.VocoderStub, max_message_bytes, tls),
     )

@@ -1,8 +1,9 @@
-"""Style encoder: emotion prompt / content text → style vector, with a bounded prompt cache.
+"""Style encoder: emotion prompt / content text → style vector, with a bounded embedding cache.
 
 A BERT-family model loaded with ``transformers`` from a local folder (config + vocab + weights; never a
 download). EmotiVoice uses SimBERT's ``pooler_output``; the demo voice uses a sentence encoder with masked
-mean pooling. Prompts repeat across requests, so their vectors are kept in an LRU cache.
+mean pooling. Prompts (and often texts: IVR phrases, retries) repeat across requests, so vectors are kept in
+an LRU cache.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from emoserve.model.graphs import GraphCache, bucket_up, geometric_buckets, powe
 log = logging.getLogger(__name__)
 
 
-class PromptCache:
-    """Thread-safe bounded LRU map from prompt text to its embedding."""
+class EmbeddingCache:
+    """Thread-safe bounded LRU map from a text to its embedding."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
@@ -61,7 +62,7 @@ class StyleEncoder:
         pooling: ``pooler`` or ``mean``.
         max_tokens: texts are truncated to this many tokens.
         device: torch device.
-        cache_size: capacity of the prompt cache.
+        cache_size: capacity of the embedding cache (prompts and texts; 0 disables it).
         dtype: compute dtype (fp16 halves the GPU time of a BERT-base; vectors are returned in float32).
         cuda_graphs: on CUDA, replay graphs captured per (batch, tokens) bucket (a BERT-base at batch 1 is
             launch bound); a model whose forward cannot be captured falls back to eager, with a warning.
@@ -86,7 +87,7 @@ class StyleEncoder:
         self.pooling = pooling
         self.max_tokens = max_tokens
         self.device = torch.device(device)
-        self.prompts = PromptCache(cache_size)
+        self.cache = EmbeddingCache(cache_size)
         self.graphs = GraphCache(self._pooled) if self.device.type == "cuda" and cuda_graphs else None
         self.batch_buckets = power_of_two_buckets(max_batch)
         self.token_buckets = geometric_buckets(16, max_tokens, factor=1.5)
@@ -135,12 +136,12 @@ class StyleEncoder:
                 if self.graphs is not None:
                     self.embed(["a " * max(cols - 3, 1)] * rows)
 
-    def embed_prompts(self, prompts: list[str]) -> torch.Tensor:
-        """Like :meth:`embed`, but answers repeated prompts from the cache."""
-        found = {p: v for p in set(prompts) if (v := self.prompts.get(p)) is not None}
-        todo = sorted(set(prompts) - set(found))
+    def embed_cached(self, texts: list[str]) -> torch.Tensor:
+        """Like :meth:`embed`, but answers repeated texts from the cache (one model pass for the rest)."""
+        found = {t: v for t in set(texts) if (v := self.cache.get(t)) is not None}
+        todo = sorted(set(texts) - set(found))
         if todo:
-            for prompt, vector in zip(todo, self.embed(todo)):
-                self.prompts.put(prompt, vector)
-                found[prompt] = vector
-        return torch.stack([found[p] for p in prompts])
+            for text, vector in zip(todo, self.embed(todo)):
+                self.cache.put(text, vector)
+                found[text] = vector
+        return torch.stack([found[t] for t in texts])

@@ -51,6 +51,13 @@ class BatchObserver(Protocol):
     def on_reject(self, batcher: str, reason: RejectReason) -> None:
         """One item left the queue without being executed."""
 
+    def on_item(self, batcher: str, enqueued: float, timed: Timed) -> None:
+        """One item's result reached its caller; runs in the caller's context (its trace span is current).
+
+        ``enqueued`` is the ``time.perf_counter()`` at which the item was queued; it waited ``timed.queue_s``,
+        then its batch ran for ``timed.compute_s``.
+        """
+
 
 @dataclass(frozen=True)
 class BatcherStats:
@@ -133,7 +140,7 @@ class DynamicBatcher(Generic[T, R]):
         instances: Batches allowed to execute concurrently (like Triton's
             instance count). While all are busy, the queue keeps filling, so
             batches grow under load.
-        observer: Telemetry sink.
+        observer: Telemetry sink; the public attribute ``observer`` may be set later, before serving.
     """
 
     def __init__(
@@ -155,7 +162,7 @@ class DynamicBatcher(Generic[T, R]):
         self._length_of = length_of
         self._owns_executor = executor is None
         self._executor = executor or ThreadPoolExecutor(instances, thread_name_prefix=f"batcher-{name}")
-        self._observer = observer
+        self.observer = observer
         self._slots = asyncio.Semaphore(instances)
         self._queue: list[_Entry[T]] = []
         self._wakeup = asyncio.Event()
@@ -218,11 +225,17 @@ class DynamicBatcher(Generic[T, R]):
         self._queue.append(entry)
         self._wakeup.set()
         try:
-            return await entry.future
+            timed = await entry.future
         except asyncio.CancelledError:
             if self._remove(entry):
                 self._reject("cancelled")
             raise
+        if self.observer is not None:
+            try:
+                self.observer.on_item(self.name, entry.enqueued, timed)
+            except Exception:  # noqa: BLE001 - telemetry must never break serving
+                log.exception("batch observer failed")
+        return timed
 
     async def close(self) -> None:
         """Stops accepting items, runs everything already queued, then releases the executor."""
@@ -241,9 +254,9 @@ class DynamicBatcher(Generic[T, R]):
         counter = f"{reason}_count"
         if counter in self._counts:
             self._counts[counter] += 1
-        if self._observer is not None:
+        if self.observer is not None:
             try:
-                self._observer.on_reject(self.name, reason)
+                self.observer.on_reject(self.name, reason)
             except Exception:  # noqa: BLE001 - telemetry must never break serving
                 log.exception("batch observer failed")
 
@@ -358,8 +371,8 @@ class DynamicBatcher(Generic[T, R]):
                 entry.future.set_exception(result)
             else:
                 entry.future.set_result(Timed(result, waited, compute_s, len(batch)))
-        if self._observer is not None:
+        if self.observer is not None:
             try:
-                self._observer.on_batch(self.name, len(batch), queue_s, compute_s, failed)
+                self.observer.on_batch(self.name, len(batch), queue_s, compute_s, failed)
             except Exception:  # noqa: BLE001 - telemetry must never break serving
                 log.exception("batch observer failed")

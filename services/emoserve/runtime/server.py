@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from typing import Any, Awaitable, Callable
 
 import grpc
@@ -30,11 +31,15 @@ from grpc_reflection.v1alpha import reflection
 
 from emoserve.runtime.config import ServerConfig
 from emoserve.runtime.health import Health
+from emoserve.runtime.security import MalformedRequestInterceptor, server_credentials
+from emoserve.runtime.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
 AddToServer = Callable[[Any, grpc.aio.Server], None]
 """A generated ``add_<Service>Servicer_to_server`` function."""
+MIN_CLIENT_PING_INTERVAL_MS = 1000
+"""Shortest interval between a client's keepalive pings that the server accepts."""
 
 
 class StageServer:
@@ -43,11 +48,14 @@ class StageServer:
     Args:
         config: Host, port, message size limit and shutdown grace period.
         name: Process name for logs (e.g. "encoder", "gateway").
+        telemetry: The service's metrics and tracing: its interceptors come first, its metrics endpoint starts
+            with the server and it is shut down (spans flushed) when the server has stopped.
     """
 
-    def __init__(self, config: ServerConfig, *, name: str) -> None:
+    def __init__(self, config: ServerConfig, *, name: str, telemetry: Telemetry | None = None) -> None:
         self.config = config
         self.name = name
+        self.telemetry = telemetry
         self._services: list[tuple[ServiceDescriptor, Any, AddToServer]] = []
         self._hooks: list[Callable[[], Awaitable[None]]] = []
         self._server: grpc.aio.Server | None = None
@@ -56,6 +64,7 @@ class StageServer:
         self._stopping: asyncio.Task | None = None
         self._stopped: asyncio.Event | None = None
         self._signals: list[signal.Signals] = []
+        self._interceptors: list[grpc.aio.ServerInterceptor] = telemetry.server_interceptors() if telemetry else []
 
     @property
     def port(self) -> int:
@@ -63,6 +72,11 @@ class StageServer:
         if self._port is None:
             raise RuntimeError(f"server {self.name!r} is not started")
         return self._port
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The port of this service's ``/metrics`` endpoint once started, None without one."""
+        return None if self.telemetry is None else self.telemetry.metrics_port
 
     @property
     def ready(self) -> bool:
@@ -83,6 +97,12 @@ class StageServer:
             raise RuntimeError("add_service() must be called before start()")
         self._services.append((descriptor, servicer, add_to_server))
 
+    def add_interceptor(self, interceptor: grpc.aio.ServerInterceptor) -> None:
+        """Adds a server interceptor (run in the order added); call before :meth:`start`."""
+        if self._server is not None:
+            raise RuntimeError("add_interceptor() must be called before start()")
+        self._interceptors.append(interceptor)
+
     def add_shutdown_hook(self, hook: Callable[[], Awaitable[None]]) -> None:
         """Registers a coroutine function run after the server stopped (in order), e.g. ``batcher.close``."""
         self._hooks.append(hook)
@@ -95,15 +115,22 @@ class StageServer:
 
         Raises:
             OSError: The address could not be bound.
+            ConfigError: TLS is configured but a certificate, key or CA file is unreadable or invalid.
         """
         if self._server is not None:
             raise RuntimeError(f"server {self.name!r} already started")
+        sys.setswitchinterval(self.config.gil_switch_interval_us / 1e6)
         limit = self.config.max_message_bytes
         server = grpc.aio.server(
+            interceptors=[*self._interceptors, MalformedRequestInterceptor()],  # unparsable -> INVALID_ARGUMENT
             options=[
                 ("grpc.max_send_message_length", limit),
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.so_reuseport", 0),  # a second process on the same port must fail, not share it
+                # Clients may probe the connection with keepalive pings (the gateway's pools detect a silently
+                # dead peer that way), also on idle connections; faster pings are answered with GOAWAY.
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_ping_interval_without_data_ms", MIN_CLIENT_PING_INTERVAL_MS),
             ]
         )
         names = [descriptor.full_name for descriptor, _, _ in self._services]
@@ -114,15 +141,26 @@ class StageServer:
         health_pb2_grpc.add_HealthServicer_to_server(self._health.servicer, server)
         reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
         address = f"{self.config.host}:{self.config.port}"
+        credentials = server_credentials(self.config.tls) if self.config.tls.enabled else None
         try:
-            port = server.add_insecure_port(address)
+            if credentials is None:
+                port = server.add_insecure_port(address)
+            else:
+                port = server.add_secure_port(address, credentials)
         except RuntimeError as exc:
             raise OSError(f"cannot bind {address}: {exc}") from exc
         if port == 0:
             raise OSError(f"cannot bind {address}")
         await server.start()
+        if self.telemetry is not None:
+            try:
+                self.telemetry.start_metrics_server(self.config.host)
+            except OSError:
+                await server.stop(0)
+                raise
         self._server, self._port, self._stopped = server, port, asyncio.Event()
-        log.info("%s listening on %s:%d (services: %s)", self.name, self.config.host, port, ", ".join(names))
+        log.info("%s listening on %s:%d, %s (services: %s)", self.name, self.config.host, port,
+                 _transport(self.config), ", ".join(names))
         return port
 
     async def mark_ready(self) -> None:
@@ -173,6 +211,8 @@ class StageServer:
                 except Exception:  # noqa: BLE001 - one failing hook must not block the others
                     log.exception("%s shutdown hook %r failed", self.name, hook)
         finally:
+            if self.telemetry is not None:
+                await asyncio.get_running_loop().run_in_executor(None, self.telemetry.shutdown)
             if self._stopped is not None:
                 self._stopped.set()
             log.info("%s stopped", self.name)
@@ -197,3 +237,10 @@ class StageServer:
             await self.stop(0)
             raise
         await self.wait()
+
+
+def _transport(config: ServerConfig) -> str:
+    """"plaintext", "TLS" or "mTLS", for the start-up log line."""
+    if not config.tls.enabled:
+        return "plaintext"
+    return "mTLS" if config.tls.client_ca_file else "TLS"

@@ -18,6 +18,7 @@ from emoserve.runtime.batcher import DynamicBatcher, Timed
 from emoserve.runtime.config import StageConfig, resolve_device, resolve_precision
 from emoserve.runtime.errors import grpc_status_for
 from emoserve.runtime.server import AddToServer, StageServer
+from emoserve.runtime.telemetry import Telemetry
 from emoserve.v1 import stages_pb2, tts_pb2
 
 if TYPE_CHECKING:
@@ -78,6 +79,8 @@ class StageService:
         self.device = resolve_device(config.device)
         self.precision = resolve_precision(config.precision, self.device)
         self.engine: Any = None
+        self.engine_reason = ""
+        """Why :attr:`engine` was chosen (see :meth:`load`); logged and exported with the engine's name."""
         self.batcher = DynamicBatcher(
             lambda items: self.engine.run(items), config.batching, length_of=self.length_of, name=self.stage
         )
@@ -93,10 +96,20 @@ class StageService:
         raise NotImplementedError
 
     def load(self) -> None:
-        """Builds the engine and warms it up (captures every CUDA-graph bucket on a GPU)."""
-        self.engine = self.build_engine()
-        if self.config.warmup:
-            self.engine.warmup()
+        """Builds and warms up the first engine of the stage's configured preference (``engine`` in the config)
+        that is available and starts; :meth:`build_engine` is its ``torch`` engine. A failing engine is
+        released before the next is tried; when none starts, this raises
+        :class:`~emoserve.engines.selection.EngineSelectionError` and the stage never reports SERVING.
+        """
+        from emoserve.engines.selection import select_engine, stage_candidates
+
+        preference = getattr(self.config.engine, self.stage, ("torch",))
+        candidates = stage_candidates(
+            self.stage, self.model_dir, self.device, self.precision, self.config, self.build_engine
+        )
+        choice = select_engine(self.stage, preference, candidates, warmup=self.config.warmup)
+        self.engine, self.engine_reason = choice.engine, choice.reason
+        log.info("%s: engine %s chosen because %s", self.stage, choice.name, choice.reason)
 
     def info_fields(self) -> dict[str, Any]:
         """Stage-specific ``StageInfo`` fields (voices, mel bins) added to the common ones."""
@@ -118,12 +131,16 @@ class StageService:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.stage} is loading its model")
 
 
-async def start_stage(service: StageService) -> StageServer:
+async def start_stage(service: StageService, telemetry: Telemetry | None = None) -> StageServer:
     """Binds (health NOT_SERVING), loads and warms the model in a worker thread, then reports SERVING.
 
-    Shutdown (:meth:`StageServer.stop`) drains the stage's batcher after in-flight RPCs finish.
+    ``telemetry`` (default: from ``service.config.metrics`` and the ``OTEL_*`` variables) observes the stage's
+    RPCs, batcher and engine. Shutdown (:meth:`StageServer.stop`) drains the stage's batcher after in-flight
+    RPCs finish.
     """
-    server = StageServer(service.config.server, name=service.stage)
+    telemetry = telemetry or Telemetry(service.stage, service.config.metrics)
+    telemetry.instrument_stage(service)
+    server = StageServer(service.config.server, name=service.stage, telemetry=telemetry)
     server.add_service(stages_pb2.DESCRIPTOR.services_by_name[service.service], service, service.add_to_server)
     server.add_shutdown_hook(service.batcher.close)
     await server.start()

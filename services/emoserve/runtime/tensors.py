@@ -33,10 +33,17 @@ _DTYPES: dict[str, tuple[int, np.dtype]] = {
     "bfloat16": (_PB.BFLOAT16, np.dtype("<i2")),
     "int64": (_PB.INT64, np.dtype("<i8")),
     "int32": (_PB.INT32, np.dtype("<i4")),
+    "int16": (_PB.INT16, np.dtype("<i2")),
 }
 _NAME_BY_ENUM = {enum: name for name, (enum, _) in _DTYPES.items()}
 _ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}
 _FLOAT_NAMES = frozenset({"float32", "float16", "bfloat16"})
+
+MAX_RANK = 8
+"""Most dimensions any received tensor may have, whatever its spec."""
+MAX_ELEMENTS = 1 << 26
+"""Default cap on a received tensor's element count, and on each of its dimensions (a zero-sized tensor
+cannot declare absurd dimensions either)."""
 
 DimBound = Union[int, tuple[int, int], None]
 """Bound of one dimension: exact size, inclusive ``(min, max)`` range, or None (any)."""
@@ -62,7 +69,7 @@ class TensorSpec:
         name: Tensor name used in error messages, e.g. "mel".
         dtypes: Accepted dtype names (aliases allowed, e.g. ("fp16", "fp32")).
         rank: Required number of dimensions; None = any.
-        max_elements: Upper bound on the element count; None = unbounded.
+        max_elements: Upper bound on the element count and on every dimension.
         finite: Reject NaN/Inf in floating-point tensors.
         dims: Per-dimension bounds (length must equal ``rank``); empty = no bounds.
     """
@@ -70,7 +77,7 @@ class TensorSpec:
     name: str
     dtypes: tuple[str, ...] = ("float32",)
     rank: int | None = None
-    max_elements: int | None = None
+    max_elements: int = MAX_ELEMENTS
     finite: bool = True
     dims: tuple[DimBound, ...] = ()
 
@@ -125,6 +132,13 @@ def encode(array: np.ndarray | torch.Tensor, dtype: str | None = None) -> stages
     return stages_pb2.Tensor(dtype=enum, shape=list(host.shape), data=data)
 
 
+def _shape_text(shape: tuple[int, ...]) -> str:
+    """A shape for error messages, shortened past MAX_RANK dimensions (errors never echo a huge input)."""
+    if len(shape) <= MAX_RANK:
+        return str(list(shape))
+    return f"[{', '.join(map(str, shape[:MAX_RANK]))}, ... ({len(shape)} dims)]"
+
+
 def _check_dims(spec: TensorSpec, shape: tuple[int, ...]) -> None:
     for axis, (size, bound) in enumerate(zip(shape, spec.dims)):
         if bound is None:
@@ -133,7 +147,7 @@ def _check_dims(spec: TensorSpec, shape: tuple[int, ...]) -> None:
         if not lo <= size <= hi:
             want = f"{lo}" if lo == hi else f"in [{lo}, {hi}]"
             raise TensorValidationError(
-                f"tensor {spec.name!r}: dim {axis} is {size}, expected {want} (shape {list(shape)})"
+                f"tensor {spec.name!r}: dim {axis} is {size}, expected {want} (shape {_shape_text(shape)})"
             )
 
 
@@ -148,20 +162,26 @@ def _validated_raw(msg: stages_pb2.Tensor, spec: TensorSpec) -> tuple[str, np.nd
     shape = tuple(msg.shape)
     if spec.rank is not None and len(shape) != spec.rank:
         raise TensorValidationError(
-            f"tensor {spec.name!r}: expected rank {spec.rank}, got rank {len(shape)} (shape {list(shape)})"
+            f"tensor {spec.name!r}: expected rank {spec.rank}, got rank {len(shape)} (shape {_shape_text(shape)})"
         )
+    if len(shape) > MAX_RANK:
+        raise TensorValidationError(f"tensor {spec.name!r}: rank {len(shape)} exceeds the maximum of {MAX_RANK}")
     if any(size < 0 for size in shape):
-        raise TensorValidationError(f"tensor {spec.name!r}: negative dimension in shape {list(shape)}")
+        raise TensorValidationError(f"tensor {spec.name!r}: negative dimension in shape {_shape_text(shape)}")
+    if any(size > spec.max_elements for size in shape):
+        raise TensorValidationError(
+            f"tensor {spec.name!r}: dimension beyond max_elements={spec.max_elements} in shape {_shape_text(shape)}"
+        )
     _check_dims(spec, shape)
     count = math.prod(shape)
-    if spec.max_elements is not None and count > spec.max_elements:
+    if count > spec.max_elements:
         raise TensorValidationError(
-            f"tensor {spec.name!r}: {count} elements (shape {list(shape)}) exceeds max_elements={spec.max_elements}"
+            f"tensor {spec.name!r}: {count} elements (shape {_shape_text(shape)}) exceeds max_elements={spec.max_elements}"
         )
     wire = _DTYPES[name][1]
     if len(msg.data) != count * wire.itemsize:
         raise TensorValidationError(
-            f"tensor {spec.name!r}: data is {len(msg.data)} bytes but shape {list(shape)} of {name} "
+            f"tensor {spec.name!r}: data is {len(msg.data)} bytes but shape {_shape_text(shape)} of {name} "
             f"needs {count * wire.itemsize} bytes"
         )
     return name, np.frombuffer(msg.data, dtype=wire).reshape(shape)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from emoserve.v1 import tts_pb2 as emoserve_dot_v1_dot_tts__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65moserve/v1/stages.proto\x12\x0b\x65moserve.v1\x1a\x15\x65moserve/v1/tts.proto\"\xad\x01\n\x06Tensor\x12(\n\x05\x64type\x18\x01 \x01(\x0e\x32\x19.emoserve.v1.Tensor.DType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\\\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x46LOAT32\x10\x01\x12\x0b\n\x07\x46LOAT16\x10\x02\x12\x0c\n\x08\x42\x46LOAT16\x10\x03\x12\t\n\x05INT64\x10\x04\x12\t\n\x05INT32\x10\x05\"\r\n\x0bInfoRequest\"\xd3\x01\n\tStageInfo\x12\r\n\x05stage\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x16\n\x0esample_rate_hz\x18\x03 \x01(\x05\x12\x12\n\nhop_length\x18\x04 \x01(\x05\x12\x0e\n\x06n_mels\x18\x05 \x01(\x05\x12\"\n\x06voices\x18\x06 \x03(\x0b\x32\x12.emoserve.v1.Voice\x12\x15\n\rdefault_voice\x18\x07 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x08 \x01(\t\x12\x11\n\tprecision\x18\t \x01(\t\x12\x0e\n\x06\x65ngine\x18\n \x01(\t\"B\n\rEncodeRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0f\n\x07\x65motion\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\xb9\x01\n\x0e\x45ncodedSegment\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08phonemes\x18\x02 \x01(\t\x12(\n\x0bphoneme_ids\x18\x03 \x01(\x0b\x32\x13.emoserve.v1.Tensor\x12-\n\x10prompt_embedding\x18\x04 \x01(\x0b\x32\x13.emoserve.v1.Tensor\x12.\n\x11\x63ontent_embedding\x18\x05 \x01(\x0b\x32\x13.emoserve.v1.Tensor\"\x82\x01\n\x0e\x45ncodeResponse\x12-\n\x08segments\x18\x01 \x03(\x0b\x32\x1b.emoserve.v1.EncodedSegment\x12\x17\n\x0f\x64ropped_symbols\x18\x02 \x03(\t\x12(\n\x06timing\x18\x03 \x01(\x0b\x32\x18.emoserve.v1.StageTiming\"\xf7\x01\n\x0f\x41\x63ousticRequest\x12(\n\x0bphoneme_ids\x18\x01 \x01(\x0b\x32\x13.emoserve.v1.Tensor\x12-\n\x10prompt_embedding\x18\x02 \x01(\x0b\x32\x13.emoserve.v1.Tensor\x12.\n\x11\x63ontent_embedding\x18\x03 \x01(\x0b\x32\x13.emoserve.v1.Tensor\x12\x0f\n\x07speaker\x18\x04 \x01(\x05\x12\r\n\x05speed\x18\x05 \x01(\x02\x12\x17\n\x0fpitch_semitones\x18\x06 \x01(\x02\x12\x0e\n\x06\x65nergy\x18\x07 \x01(\x02\x12\x12\n\nrequest_id\x18\x08 \x01(\t\"\x86\x01\n\x10\x41\x63ousticResponse\x12 \n\x03mel\x18\x01 \x01(\x0b\x32\x13.emoserve.v1.Tensor\x12&\n\tdurations\x18\x02 \x01(\x0b\x32\x13.emoserve.v1.Tensor\x12(\n\x06timing\x18\x03 \x01(\x0b\x32\x18.emoserve.v1.StageTiming\"E\n\rVocodeRequest\x12 \n\x03mel\x18\x01 \x01(\x0b\x32\x13.emoserve.v1.Tensor\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"^\n\x0eVocodeResponse\x12\"\n\x05\x61udio\x18\x01 \x01(\x0b\x32\x13.emoserve.v1.Tensor\x12(\n\x06timing\x18\x02 \x01(\x0b\x32\x18.emoserve.v1.StageTiming\"\x81\x01\n\x13VocodeStreamRequest\x12 \n\x03mel\x18\x01 \x01(\x0b\x32\x13.emoserve.v1.Tensor\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x1a\n\x12\x66irst_chunk_frames\x18\x03 \x01(\x05\x12\x18\n\x10max_chunk_frames\x18\x04 \x01(\x05\"x\n\x0bVocodeChunk\x12\"\n\x05\x61udio\x18\x01 \x01(\x0b\x32\x13.emoserve.v1.Tensor\x12\r\n\x05index\x18\x02 \x01(\x05\x12\x0c\n\x04last\x18\x03 \x01(\x08\x12(\n\x06timing\x18\x04 \x01(\x0b\x32\x18.emoserve.v1.StageTiming2\x86\x01\n\x07\x45ncoder\x12\x41\n\x06\x45ncode\x12\x1a.emoserve.v1.EncodeRequest\x1a\x1b.emoserve.v1.EncodeResponse\x12\x38\n\x04Info\x12\x18.emoserve.v1.InfoRequest\x1a\x16.emoserve.v1.StageInfo2\x8d\x01\n\x08\x41\x63oustic\x12G\n\x08Generate\x12\x1c.emoserve.v1.AcousticRequest\x1a\x1d.emoserve.v1.AcousticResponse\x12\x38\n\x04Info\x12\x18.emoserve.v1.InfoRequest\x1a\x16.emoserve.v1.StageInfo2\xd4\x01\n\x07Vocoder\x12\x41\n\x06Vocode\x12\x1a.emoserve.v1.VocodeRequest\x1a\x1b.emoserve.v1.VocodeResponse\x12L\n\x0cVocodeStream\x12 .emoserve.v1.VocodeStreamRequest\x1a\x18.emoserve.v1.VocodeChunk0\x01\x12\x38\n\x04Info\x12\x18.emoserve.v1.InfoRequest\x1a\x16.emoserve.v1.StageInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65moserve/v1/stages.proto\x12\x0b\x65moserve.v1\x1a\x15\x65moserve/v1/tts.proto\"\xb8\x01\n\x06Tensor\x12(\n\x05\x64type\x18\x01 \x01(\x0e\x32\x19.emoserve.v1.Tensor.DType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"g\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x46LOAT32\x10\x01\x12\x0b\n\x07\x46LOAT16\x10\x02\x12\x0c\n\x08\x42\x46LOAT16\x10\x03\x12\t\n\x05INT64\x10\x04\x12\t\n\x05INT32\x10\x05\x12\t\n\x05INT16\x10\x06\"\r\n\x0bInfoRequest\"\xd3\x01\n\tStageInfo\x12\r\n\x05stage\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x16\n\x0esample_rate_hz\x18\x03 \x01(\x05\x12\x12\n\nhop_length\x18\x04 \x01(\x05\x12\x0e\n\x06n_mels\x18\x05 \x01(\x05\x12\"\n\x06voices\x18\x06 \x03(\x0b\x32\x12.emoserve.v1.Voice\x12\x15\n\rdefault_voice\x18\x07 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x08 \x01(\t\x12\x11\n\tprecision\x18\t \x01(\t\x12\x0e\n\x06\x65ngine\x18\n \x01(\t\"B\n\rEncodeRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0f\n\x07\x65motion\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\xb9\x01\n\x0e\x45ncodedSegment\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08phonemes\x18\x02 \x01(\t\x12(\n\x0bphoneme_ids\x18\x03 \x01(\x0b\x32\x13.emoserve.v1.Tensor\x12-\n\x10prompt_embedding\x18\x04 \x01(\x0b\x32\x13.emoserve.v1.Tensor\x12.\n\x11\x63ontent_embedding\x18\x05 \x01(\x0b\x32\x13.emoserve.v1.Tensor\"\x82\x01\n\x0e\x45ncodeResponse\x12-\n\x08segments\x18\x01 \x03(\x0b\x32\x1b.emoserve.v1.EncodedSegment\x12\x17\n\x0f\x64ropped_symbols\x18\x02 \x03(\t\x12(\n\x06timing\x18\x03 \x01(\x0b\x32\x18.emoserve.v1.StageTiming\"\xf7\x01\n\x0f\x41\x63ousticRequest\x12(\n\x0bphoneme_ids\x18\x01 \x01(\x0b\x32\x13.emoserve.v1.Tensor\x12-\n\x10prompt_embedding\x18\x02 \x01(\x0b\x32\x13.emoserve.v1.Tensor\x12.\n\x11\x63ontent_embedding\x18\x03 \x01(\x0b\x32\x13.emoserve.v1.Tensor\x12\x0f\n\x07speaker\x18\x04 \x01(\x05\x12\r\n\x05speed\x18\x05 \x01(\x02\x12\x17\n\x0fpitch_semitones\x18\x06 \x01(\x02\x12\x0e\n\x06\x65nergy\x18\x07 \x01(\x02\x12\x12\n\nrequest_id\x18\x08 \x01(\t\"\x86\x01\n\x10\x41\x63ousticResponse\x12 \n\x03mel\x18\x01 \x01(\x0b\x32\x13.emoserve.v1.Tensor\x12&\n\tdurations\x18\x02 \x01(\x0b\x32\x13.emoserve.v1.Tensor\x12(\n\x06timing\x18\x03 \x01(\x0b\x32\x18.emoserve.v1.StageTiming\"E\n\rVocodeRequest\x12 \n\x03mel\x18\x01 \x01(\x0b\x32\x13.emoserve.v1.Tensor\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"^\n\x0eVocodeResponse\x12\"\n\x05\x61udio\x18\x01 \x01(\x0b\x32\x13.emoserve.v1.Tensor\x12(\n\x06timing\x18\x02 \x01(\x0b\x32\x18.emoserve.v1.StageTiming\"\x81\x01\n\x13VocodeStreamRequest\x12 \n\x03mel\x18\x01 \x01(\x0b\x32\x13.emoserve.v1.Tensor\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x1a\n\x12\x66irst_chunk_frames\x18\x03 \x01(\x05\x12\x18\n\x10max_chunk_frames\x18\x04 \x01(\x05\"x\n\x0bVocodeChunk\x12\"\n\x05\x61udio\x18\x01 \x01(\x0b\x32\x13.emoserve.v1.Tensor\x12\r\n\x05index\x18\x02 \x01(\x05\x12\x0c\n\x04last\x18\x03 \x01(\x08\x12(\n\x06timing\x18\x04 \x01(\x0b\x32\x18.emoserve.v1.StageTiming2\x86\x01\n\x07\x45ncoder\x12\x41\n\x06\x45ncode\x12\x1a.emoserve.v1.EncodeRequest\x1a\x1b.emoserve.v1.EncodeResponse\x12\x38\n\x04Info\x12\x18.emoserve.v1.InfoRequest\x1a\x16.emoserve.v1.StageInfo2\x8d\x01\n\x08\x41\x63oustic\x12G\n\x08Generate\x12\x1c.emoserve.v1.AcousticRequest\x1a\x1d.emoserve.v1.AcousticResponse\x12\x38\n\x04Info\x12\x18.emoserve.v1.InfoRequest\x1a\x16.emoserve.v1.StageInfo2\xd4\x01\n\x07Vocoder\x12\x41\n\x06Vocode\x12\x1a.emoserve.v1.VocodeRequest\x1a\x1b.emoserve.v1.VocodeResponse\x12L\n\x0cVocodeStream\x12 .emoserve.v1.VocodeStreamRequest\x1a\x18.emoserve.v1.VocodeChunk0\x01\x12\x38\n\x04Info\x12\x18.emoserve.v1.InfoRequest\x1a\x16.emoserve.v1.StageInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,35 +33,35 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'emoserve.v1.stages_pb2', _g
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TENSOR']._serialized_start=65
-  _globals['_TENSOR']._serialized_end=238
+  _globals['_TENSOR']._serialized_end=249
   _globals['_TENSOR_DTYPE']._serialized_start=146
-  _globals['_TENSOR_DTYPE']._serialized_end=238
-  _globals['_INFOREQUEST']._serialized_start=240
-  _globals['_INFOREQUEST']._serialized_end=253
-  _globals['_STAGEINFO']._serialized_start=256
-  _globals['_STAGEINFO']._serialized_end=467
-  _globals['_ENCODEREQUEST']._serialized_start=469
-  _globals['_ENCODEREQUEST']._serialized_end=535
-  _globals['_ENCODEDSEGMENT']._serialized_start=538
-  _globals['_ENCODEDSEGMENT']._serialized_end=723
-  _globals['_ENCODERESPONSE']._serialized_start=726
-  _globals['_ENCODERESPONSE']._serialized_end=856
-  _globals['_ACOUSTICREQUEST']._serialized_start=859
-  _globals['_ACOUSTICREQUEST']._serialized_end=1106
-  _globals['_ACOUSTICRESPONSE']._serialized_start=1109
-  _globals['_ACOUSTICRESPONSE']._serialized_end=1243
-  _globals['_VOCODEREQUEST']._serialized_start=1245
-  _globals['_VOCODEREQUEST']._serialized_end=1314
-  _globals['_VOCODERESPONSE']._serialized_start=1316
-  _globals['_VOCODERESPONSE']._serialized_end=1410
-  _globals['_VOCODESTREAMREQUEST']._serialized_start=1413
-  _globals['_VOCODESTREAMREQUEST']._serialized_end=1542
-  _globals['_VOCODECHUNK']._serialized_start=1544
-  _globals['_VOCODECHUNK']._serialized_end=1664
-  _globals['_ENCODER']._serialized_start=1667
-  _globals['_ENCODER']._serialized_end=1801
-  _globals['_ACOUSTIC']._serialized_start=1804
-  _globals['_ACOUSTIC']._serialized_end=1945
-  _globals['_VOCODER']._serialized_start=1948
-  _globals['_VOCODER']._serialized_end=2160
+  _globals['_TENSOR_DTYPE']._serialized_end=249
+  _globals['_INFOREQUEST']._serialized_start=251
+  _globals['_INFOREQUEST']._serialized_end=264
+  _globals['_STAGEINFO']._serialized_start=267
+  _globals['_STAGEINFO']._serialized_end=478
+  _globals['_ENCODEREQUEST']._serialized_start=480
+  _globals['_ENCODEREQUEST']._serialized_end=546
+  _globals['_ENCODEDSEGMENT']._serialized_start=549
+  _globals['_ENCODEDSEGMENT']._serialized_end=734
+  _globals['_ENCODERESPONSE']._serialized_start=737
+  _globals['_ENCODERESPONSE']._serialized_end=867
+  _globals['_ACOUSTICREQUEST']._serialized_start=870
+  _globals['_ACOUSTICREQUEST']._serialized_end=1117
+  _globals['_ACOUSTICRESPONSE']._serialized_start=1120
+  _globals['_ACOUSTICRESPONSE']._serialized_end=1254
+  _globals['_VOCODEREQUEST']._serialized_start=1256
+  _globals['_VOCODEREQUEST']._serialized_end=1325
+  _globals['_VOCODERESPONSE']._serialized_start=1327
+  _globals['_VOCODERESPONSE']._serialized_end=1421
+  _globals['_VOCODESTREAMREQUEST']._serialized_start=1424
+  _globals['_VOCODESTREAMREQUEST']._serialized_end=1553
+  _globals['_VOCODECHUNK']._serialized_start=1555
+  _globals['_VOCODECHUNK']._serialized_end=1675
+  _globals['_ENCODER']._serialized_start=1678
+  _globals['_ENCODER']._serialized_end=1812
+  _globals['_ACOUSTIC']._serialized_start=1815
+  _globals['_ACOUSTIC']._serialized_end=1956
+  _globals['_VOCODER']._serialized_start=1959
+  _globals['_VOCODER']._serialized_end=2171
 # @@protoc_insertion_point(module_scope)

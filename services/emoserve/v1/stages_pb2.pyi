@@ -18,12 +18,14 @@ class Tensor(_message.Message):
         BFLOAT16: _ClassVar[Tensor.DType]
         INT64: _ClassVar[Tensor.DType]
         INT32: _ClassVar[Tensor.DType]
+        INT16: _ClassVar[Tensor.DType]
     DTYPE_UNSPECIFIED: Tensor.DType
     FLOAT32: Tensor.DType
     FLOAT16: Tensor.DType
     BFLOAT16: Tensor.DType
     INT64: Tensor.DType
     INT32: Tensor.DType
+    INT16: Tensor.DType
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]

@@ -9,6 +9,7 @@ import grpc
 
 from emoserve.model.modeldir import ModelDir
 from emoserve.runtime.config import StageConfig
+from emoserve.runtime.pcm import to_pcm16
 from emoserve.runtime.stage import StageService, answer, deadline_s, timing
 from emoserve.runtime.tensors import TensorSpec, decode_torch, encode
 from emoserve.v1 import stages_pb2, stages_pb2_grpc
@@ -46,7 +47,7 @@ class VocoderService(StageService, stages_pb2_grpc.VocoderServicer):
         await self.ensure_loaded(context)
         mel = await answer(context, lambda: decode_torch(request.mel, self.mel_spec))
         timed = await answer(context, self.batcher.submit_timed(VocodeJob(mel), timeout_s=deadline_s(context)))
-        return stages_pb2.VocodeResponse(audio=encode(timed.value), timing=timing(self.stage, timed, self.replica))
+        return stages_pb2.VocodeResponse(audio=encode(to_pcm16(timed.value)), timing=timing(self.stage, timed, self.replica))
 
     async def VocodeStream(
         self, request: stages_pb2.VocodeStreamRequest, context: grpc.aio.ServicerContext
@@ -79,7 +80,7 @@ class VocoderService(StageService, stages_pb2_grpc.VocoderServicer):
                 if chunk.index == 0:
                     tasks.extend(submit(c) for c in plan[1:])
                 yield stages_pb2.VocodeChunk(
-                    audio=encode(timed.value), index=chunk.index, last=chunk.index == len(plan) - 1,
+                    audio=encode(to_pcm16(timed.value)), index=chunk.index, last=chunk.index == len(plan) - 1,
                     timing=timing(self.stage, timed, self.replica),
                 )
         finally:

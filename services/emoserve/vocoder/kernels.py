@@ -1,0 +1,287 @@
+"""Triton kernels of the fused HiFi-GAN generator (:mod:`emoserve.vocoder.fused`).
+
+Activations are channels-last, ``[B, T, C]`` contiguous, with ``C`` a multiple of 16. Each convolution is
+an implicit GEMM: one pipelined loop step per (tap, input-channel block) multiplies a ``[BLOCK_T, BLOCK_K]``
+slice of the shifted input by a ``[BLOCK_K, BLOCK_N]`` slice of the tap's ``[C_in, C_out]`` weight, fp16/bf16
+operands (fp32 ones as TF32) accumulated in fp32.
+The leaky ReLU in front of a convolution is applied to the loaded tile (prologue); bias, the length mask,
+the residual add, the running sum of the resblocks and its final scale are applied before the one store
+(epilogue). Rows outside ``[0, T)`` read as zeros, and rows at or past ``lengths[b] * len_scale`` are
+written as zeros, so a padded batch gives each item exactly what it gets alone (as the reference does).
+
+Weights are packed ``[K, C_in, C_out]`` (see :mod:`emoserve.vocoder.fused`). Importing this module needs
+``triton``; set ``TRITON_INTERPRET=1`` before importing it to run the kernels on CPU tensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+
+@dataclass(frozen=True)
+class Tile:
+    """Block shape and launch settings of one kernel launch."""
+
+    block_t: int
+    """Output rows (time steps) per program."""
+    block_n: int
+    """Output channels per program."""
+    block_k: int
+    """Input channels per dot step."""
+    num_warps: int = 4
+    num_stages: int = 2
+
+    def check(self, c_in: int, c_out: int) -> None:
+        """Raises ValueError unless the tile divides the channel counts."""
+        for name, value in (("block_t", self.block_t), ("block_n", self.block_n), ("block_k", self.block_k)):
+            if value < 16 or value & (value - 1):
+                raise ValueError(f"{name} must be a power of two >= 16, got {value}")
+        if c_out % self.block_n or c_in % self.block_k:
+            raise ValueError(f"tile {self} does not divide c_in={c_in}, c_out={c_out}")
+
+
+def _largest_pow2_divisor(n: int, cap: int) -> int:
+    d = 16
+    while d * 2 <= cap and n % (d * 2) == 0:
+        d *= 2
+    return d
+
+
+def default_tile(c_in: int, c_out: int) -> Tile:
+    """The block shape of a ``c_in`` → ``c_out`` convolution.
+
+    128-row blocks with up to 128 output channels and 8 warps from 64 output channels on: the fastest (or
+    within 6 %) for every resblock convolution and within 10 % for every upsampler in a sweep on an H100
+    (``tools/profile_vocoder.py --sweep``, batch 32 × 15 s, fp16). Three stages of one A and one W tile use
+    at most 96 KB of shared memory.
+    """
+    block_n = min(c_out, 128)
+    return Tile(128, block_n, _largest_pow2_divisor(c_in, 64), num_warps=8 if block_n >= 64 else 4, num_stages=3)
+
+
+@triton.jit
+def _leaky(x, slope):
+    return tl.where(x > 0, x, x * slope)
+
+
+@triton.jit(do_not_specialize=["T", "K", "dil", "pad", "len_scale"])
+def _conv1d_kernel(
+    x_ptr, w_ptr, b_ptr, res_ptr, sum_ptr, out_ptr, len_ptr,
+    T, K, dil, pad, slope, out_scale, len_scale,
+    C_IN: tl.constexpr, C_OUT: tl.constexpr,
+    BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    PRE_ACT: tl.constexpr, HAS_RES: tl.constexpr, HAS_SUM: tl.constexpr,
+):
+    pid_t = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    b = tl.program_id(2).to(tl.int64)
+    rows = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
+    cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    chans = tl.arange(0, BLOCK_K)
+    x_base = x_ptr + b * T * C_IN
+    acc = tl.zeros((BLOCK_T, BLOCK_N), dtype=tl.float32)
+    CHUNKS: tl.constexpr = C_IN // BLOCK_K
+    for step in range(K * CHUNKS):  # one (tap, input-channel block) per step: one A and one W tile in flight
+        k = step // CHUNKS
+        c = (step % CHUNKS) * BLOCK_K + chans
+        src = rows + (k * dil - pad)
+        inside = (src >= 0) & (src < T)
+        a = tl.load(x_base + src[:, None] * C_IN + c[None, :], mask=inside[:, None], other=0.0)
+        if PRE_ACT:
+            a = _leaky(a, slope).to(w_ptr.dtype.element_ty)
+        w = tl.load(w_ptr + (k * C_IN + c)[:, None] * C_OUT + cols[None, :])
+        acc = tl.dot(a, w, acc)
+    acc += tl.load(b_ptr + cols).to(tl.float32)[None, :]
+    limit = tl.load(len_ptr + b) * len_scale
+    acc = tl.where((rows < limit)[:, None], acc, 0.0)
+    offs = b * T * C_OUT + rows[:, None] * C_OUT + cols[None, :]
+    in_range = (rows < T)[:, None]
+    if HAS_RES:
+        acc += tl.load(res_ptr + offs, mask=in_range, other=0.0).to(tl.float32)
+    if HAS_SUM:
+        acc += tl.load(sum_ptr + offs, mask=in_range, other=0.0).to(tl.float32)
+    acc = acc * out_scale
+    tl.store(out_ptr + offs, acc.to(out_ptr.dtype.element_ty), mask=in_range)
+
+
+@triton.jit(do_not_specialize=["T_in", "stride", "ksize", "pad", "len_scale"])
+def _upsample_kernel(
+    x_ptr, w_ptr, b_ptr, out_ptr, len_ptr,
+    T_in, stride, ksize, pad, slope, len_scale,
+    C_IN: tl.constexpr, C_OUT: tl.constexpr,
+    BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    # Polyphase transposed convolution: output row o = q * stride + r gets x[q - n] @ W[j] for every tap
+    # j = n * stride + r + pad in [0, ksize); one program computes one phase r for a block of q.
+    pid_q = tl.program_id(0)
+    pid_rn = tl.program_id(1)
+    b = tl.program_id(2).to(tl.int64)
+    n_blocks: tl.constexpr = C_OUT // BLOCK_N
+    r = pid_rn // n_blocks
+    pid_n = pid_rn % n_blocks
+    q = pid_q * BLOCK_T + tl.arange(0, BLOCK_T)
+    cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    chans = tl.arange(0, BLOCK_K)
+    x_base = x_ptr + b * T_in * C_IN
+    acc = tl.zeros((BLOCK_T, BLOCK_N), dtype=tl.float32)
+    phase = r + pad
+    first = phase % stride  # taps j = first, first + stride, ... < ksize serve this phase
+    CHUNKS: tl.constexpr = C_IN // BLOCK_K
+    for step in range(tl.cdiv(ksize - first, stride) * CHUNKS):
+        j = first + (step // CHUNKS) * stride
+        c = (step % CHUNKS) * BLOCK_K + chans
+        src = q - (j - phase) // stride  # exact division: j ≡ phase (mod stride)
+        inside = (src >= 0) & (src < T_in)
+        a = tl.load(x_base + src[:, None] * C_IN + c[None, :], mask=inside[:, None], other=0.0)
+        a = _leaky(a, slope).to(w_ptr.dtype.element_ty)
+        w = tl.load(w_ptr + (j * C_IN + c)[:, None] * C_OUT + cols[None, :])
+        acc = tl.dot(a, w, acc)
+    acc += tl.load(b_ptr + cols).to(tl.float32)[None, :]
+    rows = q * stride + r
+    acc = tl.where((rows < tl.load(len_ptr + b) * len_scale)[:, None], acc, 0.0)
+    offs = b * T_in * stride * C_OUT + rows[:, None] * C_OUT + cols[None, :]
+    tl.store(out_ptr + offs, acc.to(out_ptr.dtype.element_ty), mask=(q < T_in)[:, None])
+
+
+@triton.jit(do_not_specialize=["T", "K", "pad", "len_scale"])
+def _post_kernel(
+    x_ptr, w_ptr, b_ptr, out_ptr, len_ptr,
+    T, K, pad, slope, len_scale,
+    C: tl.constexpr, BLOCK_T: tl.constexpr,
+):
+    # One output channel: tanh(bias + sum_k sum_c leaky(x[t + k - pad, c]) * w[k, c]).
+    pid_t = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    rows = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
+    chans = tl.arange(0, C)
+    x_base = x_ptr + b * T * C
+    acc = tl.zeros((BLOCK_T,), dtype=tl.float32)
+    for k in range(K):
+        src = rows + (k - pad)
+        inside = (src >= 0) & (src < T)
+        a = tl.load(x_base + src[:, None] * C + chans[None, :], mask=inside[:, None], other=0.0).to(tl.float32)
+        w = tl.load(w_ptr + k * C + chans).to(tl.float32)
+        acc += tl.sum(_leaky(a, slope) * w[None, :], axis=1)
+    acc += tl.load(b_ptr).to(tl.float32)
+    y = 2.0 * tl.sigmoid(2.0 * acc) - 1.0  # tanh
+    y = tl.where(rows < tl.load(len_ptr + b) * len_scale, y, 0.0)
+    tl.store(out_ptr + b * T + rows, y.to(out_ptr.dtype.element_ty), mask=rows < T)
+
+
+def _check_activation(x: torch.Tensor, channels: int, what: str) -> None:
+    if x.dim() != 3 or x.size(2) != channels or not x.is_contiguous():
+        raise ValueError(f"{what}: expected a contiguous [B, T, {channels}] tensor, got {tuple(x.shape)}")
+
+
+def conv1d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    lengths: torch.Tensor,
+    len_scale: int,
+    *,
+    dilation: int = 1,
+    padding: int = 0,
+    pre_slope: float | None = None,
+    residual: torch.Tensor | None = None,
+    accumulate: torch.Tensor | None = None,
+    out_scale: float = 1.0,
+    out: torch.Tensor | None = None,
+    tile: Tile | None = None,
+) -> torch.Tensor:
+    """``(mask(conv(leaky(x)) + bias) + residual + accumulate) * out_scale``, channels-last, same length.
+
+    Args:
+        x: ``[B, T, C_in]``.
+        weight: ``[K, C_in, C_out]``; ``bias``: ``[C_out]``.
+        lengths: ``[B]`` int64 item lengths in units of ``len_scale`` rows.
+        dilation, padding: as in :func:`torch.nn.functional.conv1d` (output length must equal ``T``).
+        pre_slope: leaky-ReLU slope applied to ``x`` first; None for none.
+        residual, accumulate: ``[B, T, C_out]`` tensors added after the mask; ``out`` may be either of them.
+        out_scale: factor applied last.
+        out: the output tensor (allocated when None).
+        tile: block shape (``default_tile`` when None).
+    """
+    k, c_in, c_out = weight.shape
+    _check_activation(x, c_in, "conv1d input")
+    if 2 * padding != dilation * (k - 1):
+        raise ValueError(f"conv1d must keep the length: padding {padding}, dilation {dilation}, kernel {k}")
+    batch, steps, _ = x.shape
+    out = torch.empty(batch, steps, c_out, device=x.device, dtype=x.dtype) if out is None else out
+    for name, t in (("residual", residual), ("accumulate", accumulate), ("out", out)):
+        if t is not None and (t.shape != (batch, steps, c_out) or not t.is_contiguous()):
+            raise ValueError(f"conv1d {name}: expected contiguous {(batch, steps, c_out)}, got {tuple(t.shape)}")
+    tile = tile or default_tile(c_in, c_out)
+    tile.check(c_in, c_out)
+    grid = (triton.cdiv(steps, tile.block_t), c_out // tile.block_n, batch)
+    _conv1d_kernel[grid](
+        x, weight, bias, out if residual is None else residual, out if accumulate is None else accumulate, out,
+        lengths, steps, k, dilation, padding, 0.0 if pre_slope is None else float(pre_slope), float(out_scale),
+        len_scale, C_IN=c_in, C_OUT=c_out, BLOCK_T=tile.block_t, BLOCK_N=tile.block_n, BLOCK_K=tile.block_k,
+        PRE_ACT=pre_slope is not None, HAS_RES=residual is not None, HAS_SUM=accumulate is not None,
+        num_warps=tile.num_warps, num_stages=tile.num_stages,
+    )
+    return out
+
+
+def upsample(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    lengths: torch.Tensor,
+    len_scale: int,
+    *,
+    stride: int,
+    padding: int,
+    slope: float,
+    tile: Tile | None = None,
+) -> torch.Tensor:
+    """``mask(conv_transpose1d(leaky(x)))`` channels-last: ``[B, T, C_in]`` → ``[B, T * stride, C_out]``.
+
+    ``weight`` is ``[K, C_in, C_out]``; the transposed convolution must give exactly ``T * stride`` rows
+    (``K - 2 * padding == stride``). ``len_scale`` is in output rows.
+    """
+    k, c_in, c_out = weight.shape
+    _check_activation(x, c_in, "upsample input")
+    if k - 2 * padding != stride:
+        raise ValueError(f"upsample must give T * stride rows: kernel {k}, stride {stride}, padding {padding}")
+    batch, steps, _ = x.shape
+    out = torch.empty(batch, steps * stride, c_out, device=x.device, dtype=x.dtype)
+    tile = tile or default_tile(c_in, c_out)
+    tile.check(c_in, c_out)
+    grid = (triton.cdiv(steps, tile.block_t), stride * (c_out // tile.block_n), batch)
+    _upsample_kernel[grid](
+        x, weight, bias, out, lengths, steps, stride, k, padding, float(slope), len_scale,
+        C_IN=c_in, C_OUT=c_out, BLOCK_T=tile.block_t, BLOCK_N=tile.block_n, BLOCK_K=tile.block_k,
+        num_warps=tile.num_warps, num_stages=tile.num_stages,
+    )
+    return out
+
+
+def conv_post(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    lengths: torch.Tensor,
+    len_scale: int,
+    *,
+    padding: int,
+    slope: float,
+    block_t: int = 256,
+) -> torch.Tensor:
+    """``mask(tanh(conv1d(leaky(x))))`` to one channel: ``[B, T, C]`` → ``[B, T]``; ``weight`` is ``[K, C]``."""
+    k, channels = weight.shape
+    _check_activation(x, channels, "conv_post input")
+    if 2 * padding != k - 1:
+        raise ValueError(f"conv_post must keep the length: padding {padding}, kernel {k}")
+    batch, steps, _ = x.shape
+    out = torch.empty(batch, steps, device=x.device, dtype=x.dtype)
+    grid = (triton.cdiv(steps, block_t), batch)
+    _post_kernel[grid](
+        x, weight, bias, out, lengths, steps, k, padding, float(slope), len_scale, C=channels, BLOCK_T=block_t,
+    )
+    return out
