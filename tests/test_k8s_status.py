@@ -9,9 +9,10 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from kubernetes import client
+
 from emoserve import k8s
 from emoserve.cli import main
-from kubernetes import client
 
 NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
 RELEASE, NAMESPACE = "tts", "speech"

@@ -26,6 +26,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
+
 from emoserve.model.graphs import CapturedGraph
 from emoserve.model.vocoder import HiFiGAN, VocoderConfig
 from emoserve.vocoder.fused import FusedHiFiGAN
@@ -142,9 +143,10 @@ def sweep(fused: FusedHiFiGAN, batch: int, frames: int) -> tuple[dict, list[dict
     """Times each upsampler and one resblock convolution per stage (the middle kernel size, second dilation)
     alone per candidate tile, at ``batch`` × ``frames``; returns the fastest tile per ``(c_in, c_out)`` and
     all rows."""
+    from triton.testing import do_bench
+
     from emoserve.model.vocoder import LRELU_SLOPE
     from emoserve.vocoder import kernels
-    from triton.testing import do_bench
 
     best: dict = {}
     rows: list[dict] = []

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from emoserve.gateway.discovery import DnsTarget, KubernetesTarget, parse_target
 from emoserve.runtime.config import load_config
-
 from tests.chart.conftest import (
     CHART,
     KUBE_VERSIONS,

@@ -14,6 +14,8 @@ from typing import Any
 
 import grpc
 import pytest
+from kubernetes import client
+
 from emoserve.gateway.discovery import (
     Backoff,
     DnsResolver,
@@ -31,8 +33,6 @@ from emoserve.runtime.config import ServerConfig, load_config
 from emoserve.runtime.server import StageServer
 from emoserve.serve import StageAddresses, start_gateway
 from emoserve.v1 import stages_pb2, stages_pb2_grpc, tts_pb2
-from kubernetes import client
-
 from tests.gateway.kube_watch_server import KubeWatchServer, endpoint_slice
 
 pytestmark = pytest.mark.timeout(60)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from emoserve.model.graphs import CapturedGraph
 from emoserve.model.vocoder import HiFiGAN, VocoderConfig
 from emoserve.vocoder.fused import (

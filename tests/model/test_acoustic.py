@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from emoserve.model.acoustic import Prosody
-from emoserve.model.prosody import resolve_prosody
 from emoserve.model.dummy import pin_durations
+from emoserve.model.prosody import resolve_prosody
 from tests.conftest import FRAMES_PER_PHONEME
 
 

@@ -6,7 +6,13 @@ import pytest
 import torch
 from torch.nn.utils import parametrizations
 
-from emoserve.model.checkpoint import CheckpointError, fill_module, fold_weight_norm, load_torch_checkpoint, split_joint_generator
+from emoserve.model.checkpoint import (
+    CheckpointError,
+    fill_module,
+    fold_weight_norm,
+    load_torch_checkpoint,
+    split_joint_generator,
+)
 from emoserve.model.vocoder import HiFiGAN, VocoderConfig
 
 CONFIG = VocoderConfig(upsample_initial_channel=16)

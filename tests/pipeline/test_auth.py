@@ -8,14 +8,14 @@ from pathlib import Path
 
 import grpc
 import pytest
-from emoserve.cli import main
-from emoserve.client import Client
-from emoserve.runtime.server import StageServer
-from emoserve.v1 import stages_pb2, tts_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
+from emoserve.cli import main
+from emoserve.client import Client
+from emoserve.runtime.server import StageServer
+from emoserve.v1 import stages_pb2, tts_pb2
 from tests.pipeline.conftest import (
     HOST,
     SERVING,

@@ -13,7 +13,15 @@ import pytest
 from emoserve.client import AsyncClient, Client, build_request
 from emoserve.runtime.batcher import BatcherStats, DynamicBatcher
 from emoserve.runtime.server import StageServer
-from tests.pipeline.conftest import HOST, LoopThread, Pipeline, start_gateway_for, start_stages, stop_servers, wait_until
+from tests.pipeline.conftest import (
+    HOST,
+    LoopThread,
+    Pipeline,
+    start_gateway_for,
+    start_stages,
+    stop_servers,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -25,6 +25,10 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
 from emoserve.client import Client
 from emoserve.gateway.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from emoserve.gateway.service import MAX_NAME_CHARS
@@ -32,10 +36,6 @@ from emoserve.model.prosody import PROSODY_RANGES
 from emoserve.runtime.tensors import encode
 from emoserve.v1 import stages_pb2, stages_pb2_grpc, tts_pb2
 from emoserve.vocoder.service import MAX_FRAMES
-from hypothesis import HealthCheck, event, given, settings
-from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
-
 from tests.pipeline.conftest import SERVING, STAGE_KINDS, Pipeline, health_check
 
 PROFILES = {"ci": 1, "long": 5}

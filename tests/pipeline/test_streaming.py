@@ -10,8 +10,8 @@ import pytest
 
 from emoserve.client import Client
 from emoserve.v1 import tts_pb2
-from tests.pipeline.test_synthesize import TEXT, encoded_tokens
 from tests.pipeline.conftest import Pipeline
+from tests.pipeline.test_synthesize import TEXT, encoded_tokens
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -11,6 +11,8 @@ from typing import Any
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from emoserve.cli import main
 from emoserve.client import Client
 from emoserve.runtime.config import ClientTlsConfig, StageConfig
@@ -19,8 +21,6 @@ from emoserve.runtime.server import StageServer
 from emoserve.runtime.stage import start_stage
 from emoserve.serve import StageAddresses, build_stage, start_gateway
 from emoserve.v1 import stages_pb2, stages_pb2_grpc, tts_pb2
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from tests.pipeline.conftest import (
     HOST,
     STAGE_KINDS,

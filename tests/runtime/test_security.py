@@ -13,6 +13,9 @@ from typing import Any
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
 from emoserve.runtime import security
 from emoserve.runtime.config import (
     AuthConfig,
@@ -29,9 +32,6 @@ from emoserve.runtime.security import (
 )
 from emoserve.runtime.server import StageServer
 from emoserve.v1 import stages_pb2, stages_pb2_grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-
 from tests.pki import Pki, make_pki
 
 pytestmark = pytest.mark.timeout(30)

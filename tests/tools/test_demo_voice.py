@@ -12,6 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+from emoserve.model.dummy import packaged_labels, write_dummy_bert
+from emoserve.model.modeldir import ModelDir
+from emoserve.model.style import StyleEncoder
 from emoserve.tools.demo_voice import corpus
 from emoserve.tools.demo_voice.align import (
     average_by_duration,
@@ -55,10 +59,6 @@ from emoserve.tools.demo_voice.styles import (
     style_table,
 )
 from emoserve.tools.demo_voice.train import RunConfig, load_checkpoint, train
-
-from emoserve.model.dummy import packaged_labels, write_dummy_bert
-from emoserve.model.modeldir import ModelDir
-from emoserve.model.style import StyleEncoder
 
 SR = 16000
 FEATURES = FeatureConfig()

@@ -15,6 +15,7 @@ from types import ModuleType
 
 import pytest
 import torch
+
 from emoserve.model.vocoder import HiFiGAN, VocoderConfig
 from emoserve.vocoder.fused import (
     FusedHiFiGAN,

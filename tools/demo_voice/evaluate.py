@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from emoserve.tools.demo_voice.dataset import VoiceData
 from emoserve.tools.demo_voice.features import (
     FeatureConfig,

@@ -17,13 +17,13 @@ from pathlib import Path
 from string import Template
 
 import torch
-from emoserve.tools.demo_voice.dataset import STYLE_MAX_TOKENS, STYLE_POOLING, VoiceData
-from emoserve.tools.demo_voice.train import VOICE, load_checkpoint
 
 from emoserve.model.acoustic import AcousticConfig, AcousticModel
 from emoserve.model.checkpoint import fill_module, fold_weight_norm
 from emoserve.model.modeldir import ModelManifest, StyleConfig, write_model_dir
 from emoserve.model.vocoder import HiFiGAN, VocoderConfig
+from emoserve.tools.demo_voice.dataset import STYLE_MAX_TOKENS, STYLE_POOLING, VoiceData
+from emoserve.tools.demo_voice.train import VOICE, load_checkpoint
 
 MODEL_NAME = "emoserve-demo-joe"
 CARD = "MODEL_CARD.md"

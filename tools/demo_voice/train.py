@@ -42,6 +42,11 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import weight_norm
+
+from emoserve.model.acoustic import AcousticConfig, AcousticModel, lengths_to_mask
+from emoserve.model.vocoder import HiFiGAN, VocoderConfig
 from emoserve.tools.demo_voice.align import (
     AlignmentModule,
     average_by_duration,
@@ -62,11 +67,6 @@ from emoserve.tools.demo_voice.gan import (
     generator_adversarial_loss,
     multi_resolution_stft_loss,
 )
-from torch import nn
-from torch.nn.utils.parametrizations import weight_norm
-
-from emoserve.model.acoustic import AcousticConfig, AcousticModel, lengths_to_mask
-from emoserve.model.vocoder import HiFiGAN, VocoderConfig
 
 CKPT_FORMAT = "emoserve-demo-ckpt/1"
 Part = Literal["am", "vocoder"]

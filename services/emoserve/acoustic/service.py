@@ -5,8 +5,8 @@ from __future__ import annotations
 import grpc
 
 from emoserve.acoustic.engine import AcousticEngine, AcousticItem
-from emoserve.model.prosody import resolve_prosody
 from emoserve.model.modeldir import ModelDir
+from emoserve.model.prosody import resolve_prosody
 from emoserve.runtime.config import StageConfig
 from emoserve.runtime.stage import StageService, answer, deadline_s, timing
 from emoserve.runtime.tensors import TensorSpec, decode, encode
