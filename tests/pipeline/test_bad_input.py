@@ -77,7 +77,7 @@ def test_out_of_range_prosody_is_invalid_argument_naming_the_field(gateway: Clie
     check(gateway, request(**fields), INVALID, name)
 
 
-@pytest.mark.parametrize("rate", [100, 7999, 48001, -16000])
+@pytest.mark.parametrize("rate", [100, 7999, 48001, -16000, 47999, 44101])
 def test_unsupported_sample_rate_is_invalid_argument(gateway: Client, rate: int) -> None:
     check(gateway, request(sample_rate_hz=rate), INVALID, "sample_rate_hz")
 

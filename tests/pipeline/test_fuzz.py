@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from emoserve.client import Client
-from emoserve.gateway.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
+from emoserve.gateway.audio import MAX_RESAMPLE_FACTOR, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from emoserve.gateway.service import MAX_NAME_CHARS
 from emoserve.model.prosody import PROSODY_RANGES
 from emoserve.runtime.tensors import encode
@@ -159,14 +159,15 @@ def requests(voices: tuple[str, ...]) -> st.SearchStrategy[tts_pb2.SynthesizeReq
         voice=st.one_of(st.just(""), st.sampled_from(voices)),
         emotion=st.one_of(st.just(""), st.text(UNICODE, max_size=16)),
         **{name: st.one_of(st.just(0.0), st.floats(low, high, width=32)) for name, (low, high) in PROSODY_RANGES.items()},
-        sample_rate_hz=st.one_of(st.just(0), st.integers(MIN_SAMPLE_RATE, MAX_SAMPLE_RATE)),
+        sample_rate_hz=st.one_of(st.just(0), st.integers(MIN_SAMPLE_RATE // 1000, MAX_SAMPLE_RATE // 1000).map(
+            lambda k: k * 1000), st.sampled_from([11025, 22050, 44100])),
         encoding=st.sampled_from(tts_pb2.AudioEncoding.values()),
         request_id=st.text(st.characters(categories=["L", "M", "N", "P", "S"], include_characters=" "), max_size=16),
     )
     rates = st.one_of(
         st.just(0), st.sampled_from([8000, 16000, 22050, 24000, 44100, 48000]),
         st.integers(MIN_SAMPLE_RATE - 3, MIN_SAMPLE_RATE + 3), st.integers(MAX_SAMPLE_RATE - 3, MAX_SAMPLE_RATE + 3),
-        st.integers(-(2**31), 2**31 - 1),
+        st.integers(MIN_SAMPLE_RATE, MAX_SAMPLE_RATE), st.integers(-(2**31), 2**31 - 1),
     )
     anything = st.builds(
         tts_pb2.SynthesizeRequest,
@@ -185,7 +186,7 @@ def requests(voices: tuple[str, ...]) -> st.SearchStrategy[tts_pb2.SynthesizeReq
     return st.one_of(acceptable, anything)
 
 
-def refusals(request: tts_pb2.SynthesizeRequest, voices: tuple[str, ...]) -> set[grpc.StatusCode]:
+def refusals(request: tts_pb2.SynthesizeRequest, voices: tuple[str, ...], model_rate: int) -> set[grpc.StatusCode]:
     """The statuses the API contract (README) gives this request, empty if it is acceptable."""
     codes = set()
     if (not request.text.strip() or len(request.text) > 10_000 or len(request.emotion) > 500
@@ -196,8 +197,11 @@ def refusals(request: tts_pb2.SynthesizeRequest, voices: tuple[str, ...]) -> set
         value = getattr(request, name)
         if not (value == 0 or low <= value <= high):
             codes.add(INVALID)
-    if request.sample_rate_hz and not MIN_SAMPLE_RATE <= request.sample_rate_hz <= MAX_SAMPLE_RATE:
+    rate = request.sample_rate_hz
+    if rate and not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
         codes.add(INVALID)
+    elif rate and max(rate, model_rate) // math.gcd(rate, model_rate) > MAX_RESAMPLE_FACTOR:
+        codes.add(INVALID)  # a resampling ratio of large integers (e.g. 47,999 Hz from 16 kHz)
     if request.encoding not in tts_pb2.AudioEncoding.values():
         codes.add(INVALID)
     if request.voice and request.voice not in voices:
@@ -208,7 +212,7 @@ def refusals(request: tts_pb2.SynthesizeRequest, voices: tuple[str, ...]) -> set
 def check_answer(request: tts_pb2.SynthesizeRequest, model: Model, code: grpc.StatusCode, result: Any) -> None:
     """The status is the contract's; an accepted request's audio has the asked rate, encoding and id."""
     check_expected(code, result)
-    expected = refusals(request, model.voices)
+    expected = refusals(request, model.voices, model.sample_rate)
     if expected:
         assert code in expected, f"expected {sorted(c.name for c in expected)}, got {code.name}: {result}"
         return

@@ -17,14 +17,26 @@ from emoserve.runtime.pcm import to_float, to_pcm16
 from emoserve.v1 import tts_pb2
 
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8000, 48000
+MAX_RESAMPLE_FACTOR = 1000
+"""Largest up/down factor of the resampling ratio (44.1 kHz from 16 kHz is 441/160)."""
 SEGMENT_PAUSE_S = 0.15
 """Silence inserted between the segments of a long text."""
 
 
-def check_sample_rate(rate: int) -> None:
-    """Raises ValueError unless ``rate`` is 0 (model rate) or within the supported range."""
-    if rate != 0 and not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+def check_sample_rate(rate: int, model_rate: int) -> None:
+    """Raises ValueError unless ``rate`` is 0 (model rate), or within the supported range and related to the
+    model rate by a ratio of small integers (the polyphase filter grows with them: 47,999 Hz from 16 kHz would
+    need a 48k-phase filter and stall the gateway)."""
+    if rate == 0:
+        return
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
         raise ValueError(f"sample_rate_hz={rate} is out of range: use 0 or {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE}")
+    g = math.gcd(rate, model_rate)
+    if max(rate, model_rate) // g > MAX_RESAMPLE_FACTOR:
+        raise ValueError(
+            f"sample_rate_hz={rate} is not supported: its ratio to the model's {model_rate} Hz must reduce to "
+            f"integers <= {MAX_RESAMPLE_FACTOR} (e.g. 8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000)"
+        )
 
 
 def check_encoding(encoding: int) -> int:

@@ -143,7 +143,7 @@ class SynthesizerService(tts_pb2_grpc.SynthesizerServicer):
             raise RequestError(grpc.StatusCode.NOT_FOUND, f"voice {voice!r} not found; see ListVoices")
         try:
             speed, pitch, energy = resolve_prosody(request.speed, request.pitch_semitones, request.energy)
-            audio.check_sample_rate(request.sample_rate_hz)
+            audio.check_sample_rate(request.sample_rate_hz, self.info.sample_rate_hz)
             encoding = audio.check_encoding(request.encoding)
         except ValueError as exc:
             raise RequestError(invalid, str(exc)) from None
