@@ -55,7 +55,8 @@ async def start_gateway(
     tokens = load_tokens(config.auth)
     targets = {name: parse_target(getattr(stages, name)) for name in ("encoder", "acoustic", "vocoder")}
     pools = stage_pools(
-        *(initial_addresses(t) for t in targets.values()), config.server.max_message_bytes, config.stage_tls
+        *(initial_addresses(t) for t in targets.values()), config.server.max_message_bytes, config.stage_tls,
+        config.pool,
     )
     discoveries = [d for d in map(discovery_for, targets, targets.values(), pools) if d is not None]
     telemetry = telemetry or Telemetry("gateway", config.metrics)

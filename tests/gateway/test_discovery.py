@@ -28,8 +28,8 @@ from emoserve.gateway.discovery import (
     parse_target,
     ready_addresses,
 )
-from emoserve.gateway.pool import PoolOptions, ReplicaState, StagePool
-from emoserve.runtime.config import ServerConfig, load_config
+from emoserve.gateway.pool import ReplicaState, StagePool
+from emoserve.runtime.config import PoolConfig, ServerConfig, load_config
 from emoserve.runtime.server import StageServer
 from emoserve.serve import StageAddresses, start_gateway
 from emoserve.v1 import stages_pb2, stages_pb2_grpc, tts_pb2
@@ -330,7 +330,7 @@ async def start_replica(kind: str, host: str = "127.0.0.1", port: int = 0) -> tu
 
 
 def pool_for(kind: str = "encoder") -> StagePool:
-    return StagePool(kind, [], SERVICES[kind][2], 1 << 20, options=PoolOptions(health_interval_s=0.05))
+    return StagePool(kind, [], SERVICES[kind][2], 1 << 20, options=PoolConfig(health_interval_s=0.05))
 
 
 async def serving(pool: StagePool, addresses: set[str], timeout: float = SOON_S) -> float:

@@ -15,8 +15,8 @@ from typing import Any
 import grpc
 import pytest
 
-from emoserve.gateway.pool import PoolOptions, ReplicaState, StagePool
-from emoserve.runtime.config import ServerConfig
+from emoserve.gateway.pool import ReplicaState, StagePool
+from emoserve.runtime.config import PoolConfig, ServerConfig
 from emoserve.runtime.server import StageServer
 from emoserve.v1 import stages_pb2, stages_pb2_grpc
 from tests.pipeline.conftest import HOST, free_port
@@ -105,7 +105,7 @@ async def replicas(*names: str, serving: bool = True) -> AsyncIterator[list[Repl
 
 
 @asynccontextmanager
-async def pool_of(*addresses: str, options: PoolOptions | None = None) -> AsyncIterator[StagePool]:
+async def pool_of(*addresses: str, options: PoolConfig | None = None) -> AsyncIterator[StagePool]:
     pool = StagePool("vocoder", addresses, stages_pb2_grpc.VocoderStub, MESSAGE_BYTES, options=options)
     try:
         yield pool
@@ -384,10 +384,29 @@ def test_consumer_leaving_a_stream_early_ends_the_call() -> None:
     run(scenario)
 
 
-def test_pool_options_are_validated() -> None:
+def test_pool_config_is_validated() -> None:
     with pytest.raises(ValueError, match="keepalive_time_s must be >= 2"):
-        PoolOptions(keepalive_time_s=1.0)
+        PoolConfig(keepalive_time_s=1.0)
     with pytest.raises(ValueError, match="health_interval_s must be > 0"):
-        PoolOptions(health_interval_s=0)
+        PoolConfig(health_interval_s=0)
     with pytest.raises(ValueError, match="refused_avoid_s must be >= 0"):
-        PoolOptions(refused_avoid_s=-1)
+        PoolConfig(refused_avoid_s=-1)
+
+
+def test_gateway_pool_config_reaches_every_stage_pool() -> None:
+    from emoserve.gateway.service import stage_pools
+    from emoserve.runtime.config import load_config
+
+    config = load_config(environ={"EMOSERVE_POOL__HEALTH_INTERVAL_S": "0.5"}, pool={"keepalive_time_s": 7.0})
+
+    async def scenario() -> None:
+        pools = stage_pools([], [], [], 1 << 20, pool=config.pool)
+        try:
+            for pool in pools:
+                assert (pool.options.health_interval_s, pool.options.keepalive_time_s) == (0.5, 7.0)
+                assert ("grpc.keepalive_time_ms", 7000) in pool._channel_options
+        finally:
+            for pool in pools:
+                await pool.close()
+
+    run(scenario)

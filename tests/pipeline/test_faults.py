@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 
 from emoserve.client import Client
-from emoserve.gateway.pool import PoolOptions, ReplicaState, StagePool
+from emoserve.gateway.pool import ReplicaState, StagePool
 from emoserve.model.modeldir import ModelDir
+from emoserve.runtime.config import PoolConfig
 from emoserve.runtime.tensors import encode
 from emoserve.v1 import stages_pb2, stages_pb2_grpc, tts_pb2
 from tests.pipeline.processes import Processes
@@ -118,7 +119,7 @@ def test_frozen_vocoder_is_detected_by_keepalive(pipeline: Pipeline, tiny_model_
     vocoder.wait_serving()
     n_mels = ModelDir(tiny_model_path).manifest.vocoder.n_mels
     request = stages_pb2.VocodeStreamRequest(mel=encode(np.zeros((n_mels, 40), np.float32)))
-    options = PoolOptions(keepalive_time_s=2.0, keepalive_timeout_s=1.0)
+    options = PoolConfig(keepalive_time_s=2.0, keepalive_timeout_s=1.0)
     detect_s = options.keepalive_time_s + options.keepalive_timeout_s + 1.0
 
     async def scenario() -> None:

@@ -40,9 +40,8 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from emoserve.runtime.config import ClientTlsConfig
+from emoserve.runtime.config import ClientTlsConfig, PoolConfig
 from emoserve.runtime.security import aio_channel
-from emoserve.runtime.server import MIN_CLIENT_PING_INTERVAL_MS
 from emoserve.runtime.telemetry import propagate_trace_context
 
 log = logging.getLogger(__name__)
@@ -58,51 +57,21 @@ _HEALTH_REQUEST = health_pb2.HealthCheckRequest(service="")
 """Health of the whole server ("" is NOT_SERVING while the model loads and from the start of a drain)."""
 
 
-@dataclass(frozen=True)
-class PoolOptions:
-    """How a :class:`StagePool` checks its replicas and detects failures."""
-
-    keepalive_time_s: float = 5.0
-    """Interval of keepalive pings on each connection (at least twice the stages' minimum ping interval)."""
-    keepalive_timeout_s: float = 5.0
-    """A ping unanswered this long closes the connection: its calls end with UNAVAILABLE."""
-    max_reconnect_backoff_s: float = 1.0
-    """Longest wait between two attempts to reconnect to a replica."""
-    health_interval_s: float = 0.25
-    """Time between two health checks of a replica that is not SERVING."""
-    health_timeout_s: float = 2.0
-    """Deadline of one health check."""
-    refused_avoid_s: float = 2.0
-    """After refusing a call, a replica is chosen only when no other serving replica is left, for this long."""
-
-    def __post_init__(self) -> None:
-        least = 2 * MIN_CLIENT_PING_INTERVAL_MS / 1000
-        if not self.keepalive_time_s >= least:
-            raise ValueError(
-                f"PoolOptions.keepalive_time_s must be >= {least:g} (twice the servers' minimum ping interval), "
-                f"got {self.keepalive_time_s!r}"
-            )
-        for name in ("keepalive_timeout_s", "max_reconnect_backoff_s", "health_interval_s", "health_timeout_s"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"PoolOptions.{name} must be > 0, got {getattr(self, name)!r}")
-        if not self.refused_avoid_s >= 0:
-            raise ValueError(f"PoolOptions.refused_avoid_s must be >= 0, got {self.refused_avoid_s!r}")
-
-    def channel_options(self, max_message_bytes: int) -> list[tuple[str, int]]:
-        """gRPC channel arguments: message limits, keepalive and reconnection backoff."""
-        backoff_ms = round(self.max_reconnect_backoff_s * 1000)
-        timeout_ms = round(self.keepalive_timeout_s * 1000)
-        return [
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.keepalive_time_ms", round(self.keepalive_time_s * 1000)),
-            ("grpc.keepalive_timeout_ms", timeout_ms),
-            ("grpc.http2.ping_timeout_ms", timeout_ms),  # recent gRPC cores time keepalive pings out by this one
-            ("grpc.keepalive_permit_without_calls", 1),
-            ("grpc.http2.max_pings_without_data", 0),  # keepalive pings also while no data flows
-            ("grpc.initial_reconnect_backoff_ms", min(100, backoff_ms)),
-            ("grpc.max_reconnect_backoff_ms", backoff_ms),
-        ]
+def channel_options(config: PoolConfig, max_message_bytes: int) -> list[tuple[str, int]]:
+    """gRPC channel arguments of a pool: message limits, keepalive and reconnection backoff."""
+    backoff_ms = round(config.max_reconnect_backoff_s * 1000)
+    timeout_ms = round(config.keepalive_timeout_s * 1000)
+    return [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.keepalive_time_ms", round(config.keepalive_time_s * 1000)),
+        ("grpc.keepalive_timeout_ms", timeout_ms),
+        ("grpc.http2.ping_timeout_ms", timeout_ms),  # recent gRPC cores time keepalive pings out by this one
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),  # keepalive pings also while no data flows
+        ("grpc.initial_reconnect_backoff_ms", min(100, backoff_ms)),
+        ("grpc.max_reconnect_backoff_ms", backoff_ms),
+    ]
 
 
 class ReplicaState(enum.Enum):
@@ -154,13 +123,13 @@ class StagePool:
 
     def __init__(
         self, stage: str, addresses: Sequence[str], stub_class: type, max_message_bytes: int,
-        tls: ClientTlsConfig | None = None, options: PoolOptions | None = None,
+        tls: ClientTlsConfig | None = None, options: PoolConfig | None = None,
     ) -> None:
         self.stage = stage
-        self.options = options or PoolOptions()
+        self.options = options or PoolConfig()
         self._stub_class = stub_class
         self._tls = tls
-        self._channel_options = self.options.channel_options(max_message_bytes)
+        self._channel_options = channel_options(self.options, max_message_bytes)
         self._replicas: dict[str, Replica] = {}
         self._retiring: dict[Replica, asyncio.Task] = {}
         self._picks = itertools.count(1)

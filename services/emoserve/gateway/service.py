@@ -20,7 +20,7 @@ import numpy as np
 from emoserve.gateway import audio
 from emoserve.gateway.pool import StagePool
 from emoserve.model.prosody import resolve_prosody
-from emoserve.runtime.config import ClientTlsConfig, StageConfig
+from emoserve.runtime.config import ClientTlsConfig, PoolConfig, StageConfig
 from emoserve.runtime.telemetry import GatewayMetrics
 from emoserve.runtime.tensors import TensorSpec, decode
 from emoserve.v1 import stages_pb2, stages_pb2_grpc, tts_pb2, tts_pb2_grpc
@@ -341,11 +341,12 @@ class _status:
 
 def stage_pools(
     encoder: list[str], acoustic: list[str], vocoder: list[str], max_message_bytes: int,
-    tls: ClientTlsConfig | None = None,
+    tls: ClientTlsConfig | None = None, pool: PoolConfig | None = None,
 ) -> tuple[StagePool, StagePool, StagePool]:
-    """One :class:`StagePool` per stage from lists of ``host:port`` (``tls``: how to reach them)."""
+    """One :class:`StagePool` per stage from lists of ``host:port`` (``tls``: how to reach them; ``pool``:
+    health checking, keepalive and retry)."""
     return (
-        StagePool("encoder", encoder, stages_pb2_grpc.EncoderStub, max_message_bytes, tls),
-        StagePool("acoustic", acoustic, stages_pb2_grpc.AcousticStub, max_message_bytes, tls),
-        StagePool("vocoder", vocoder, stages_pb2_grpc.VocoderStub, max_message_bytes, tls),
+        StagePool("encoder", encoder, stages_pb2_grpc.EncoderStub, max_message_bytes, tls, pool),
+        StagePool("acoustic", acoustic, stages_pb2_grpc.AcousticStub, max_message_bytes, tls, pool),
+        StagePool("vocoder", vocoder, stages_pb2_grpc.VocoderStub, max_message_bytes, tls, pool),
     )

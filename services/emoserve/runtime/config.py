@@ -327,6 +327,36 @@ class EngineConfig(_Validated):
         )
 
 
+MIN_CLIENT_PING_INTERVAL_MS = 1000
+"""Servers accept client keepalive pings this often at most (faster ones are answered with GOAWAY)."""
+
+
+@dataclass(frozen=True)
+class PoolConfig(_Validated):
+    """Gateway: how each stage's replica pool checks its replicas and detects failures."""
+
+    keepalive_time_s: float = 5.0
+    """Interval of keepalive pings on each connection (at least twice the stages' minimum ping interval)."""
+    keepalive_timeout_s: float = 5.0
+    """A ping unanswered this long closes the connection: its calls end with UNAVAILABLE."""
+    max_reconnect_backoff_s: float = 1.0
+    """Longest wait between two attempts to reconnect to a replica."""
+    health_interval_s: float = 0.25
+    """Time between two health checks of a replica that is not SERVING."""
+    health_timeout_s: float = 2.0
+    """Deadline of one health check."""
+    refused_avoid_s: float = 2.0
+    """After refusing a call, a replica is chosen only when no other serving replica is left, for this long."""
+
+    def _check(self) -> None:
+        least = 2 * MIN_CLIENT_PING_INTERVAL_MS / 1000
+        self._require(self.keepalive_time_s >= least, "keepalive_time_s",
+                      f">= {least:g} (twice the servers' minimum ping interval)")
+        for name in ("keepalive_timeout_s", "max_reconnect_backoff_s", "health_interval_s", "health_timeout_s"):
+            self._require(getattr(self, name) > 0, name, "> 0")
+        self._require(self.refused_avoid_s >= 0, "refused_avoid_s", ">= 0")
+
+
 @dataclass(frozen=True)
 class StageConfig(_Validated):
     """Configuration of one pipeline stage process (or the gateway)."""
@@ -351,6 +381,8 @@ class StageConfig(_Validated):
     """Gateway: longest accepted emotion prompt, in characters (INVALID_ARGUMENT beyond)."""
     stage_tls: ClientTlsConfig = field(default_factory=ClientTlsConfig)
     """Gateway: TLS (with a client certificate: mTLS) of its connections to the stages."""
+    pool: PoolConfig = field(default_factory=PoolConfig)
+    """Gateway: health checking, keepalive and retry of its connections to each stage's replicas."""
     auth: AuthConfig = field(default_factory=AuthConfig)
     """Gateway: bearer-token authentication of the public API."""
     replica: str = ""

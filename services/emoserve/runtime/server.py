@@ -29,7 +29,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from emoserve.runtime.config import ServerConfig
+from emoserve.runtime.config import MIN_CLIENT_PING_INTERVAL_MS, ServerConfig
 from emoserve.runtime.health import Health
 from emoserve.runtime.security import MalformedRequestInterceptor, server_credentials
 from emoserve.runtime.telemetry import Telemetry
@@ -38,8 +38,6 @@ log = logging.getLogger(__name__)
 
 AddToServer = Callable[[Any, grpc.aio.Server], None]
 """A generated ``add_<Service>Servicer_to_server`` function."""
-MIN_CLIENT_PING_INTERVAL_MS = 1000
-"""Shortest interval between a client's keepalive pings that the server accepts."""
 
 
 class StageServer:
