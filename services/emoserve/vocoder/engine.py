@@ -39,9 +39,9 @@ class VocoderEngine:
 
     On CUDA, batches up to ``max_graph_batch`` items and ``max_graph_frames`` frames replay CUDA graphs
     captured per (batch, frames) bucket; larger ones run eagerly at their exact shape (a large batch is not
-    launch-bound, and padding it up to a bucket would waste up to half of its compute). With Triton installed, the generator on CUDA is the
-    fused channels-last one (:mod:`emoserve.vocoder.fused`); if its kernels fail to compile at warm-up, the
-    engine logs why and serves with the cuDNN generator instead.
+    launch-bound, and padding it up to a bucket would waste up to half of its compute). With Triton installed,
+    the generator on CUDA is the fused channels-last one (:mod:`emoserve.vocoder.fused`); if its kernels fail
+    to compile at warm-up, the engine logs why and serves with the cuDNN generator instead.
 
     Args:
         model_dir: the loaded model directory.
