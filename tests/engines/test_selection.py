@@ -184,7 +184,7 @@ def test_vocoder_stage_serves_through_onnxruntime_over_grpc(tiny_model_path, fp3
     assert audio.shape == expected.shape and np.abs(audio / scale - expected).max() <= 1e-3
 
 
-def test_the_encoder_stage_runs_torch_whatever_the_preference(tiny_model_path):
+def test_the_encoder_stage_has_torch_and_onnxruntime_engines(tiny_model_path):
     service = build_stage("encoder", str(tiny_model_path), _config())
     candidates = selection.stage_candidates("encoder", service.model_dir, "cpu", "fp32", service.config, lambda: None)
-    assert list(candidates) == ["torch"]
+    assert list(candidates) == ["torch", "onnxruntime"]

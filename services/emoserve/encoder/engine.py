@@ -8,7 +8,7 @@ import numpy as np
 
 from emoserve.frontend import Frontend, read_lexicon
 from emoserve.model.modeldir import DTYPES, ModelDir
-from emoserve.model.style import StyleEncoder
+from emoserve.model.style import StyleBackend, StyleEncoder
 
 SOS_EOS = "<sos/eos>"
 
@@ -54,6 +54,8 @@ class EncoderEngine:
         max_segment_phonemes: longer text is split into segments of at most this many phonemes.
         max_segment_chars: ... and at most this many characters.
         precision: compute precision of the style encoder.
+        style_backend: runs the style encoder instead of torch (the ``onnxruntime`` engine; see
+            :mod:`emoserve.engines.style_onnx`).
     """
 
     def __init__(
@@ -64,6 +66,7 @@ class EncoderEngine:
         max_segment_phonemes: int = 400,
         max_segment_chars: int = 200,
         precision: str = "fp32",
+        style_backend: StyleBackend | None = None,
     ) -> None:
         lexicon_path = model_dir.lexicon_path
         self.frontend = Frontend(
@@ -71,9 +74,10 @@ class EncoderEngine:
         )
         style = model_dir.manifest.style
         self.style = StyleEncoder(
-            model_dir.style_dir, style.pooling, style.max_tokens, device, cache_size, DTYPES[precision]
+            model_dir.style_dir, style.pooling, style.max_tokens, device, cache_size, DTYPES[precision],
+            backend=style_backend,
         )
-        self.engine = "torch+cudagraphs" if self.style.graphs is not None else "torch"
+        self.engine = self.style.engine
         self.max_segment_phonemes = max_segment_phonemes
         self.max_segment_chars = max_segment_chars
 

@@ -1,11 +1,12 @@
 """Engine selection: the first configured engine of a stage that is available, loads and warms up.
 
-Each stage lists engines in order of preference (``engine.acoustic``, ``engine.vocoder``; the encoder
-always runs torch). Each is first checked for availability without loading anything (package installed,
-device and precision supported); an available one is then built and warmed up. An engine that is
-unavailable or fails is recorded with its reason, released, and the next one is tried; the reason for the
-final choice is logged and kept on the stage (``StageService.engine_reason``). When none can start, the
-stage does not start: :class:`EngineSelectionError` lists every engine's reason.
+Each stage lists engines in order of preference (``engine.encoder``, ``engine.acoustic``, ``engine.vocoder``;
+the encoder's ``onnxruntime`` engine runs its style encoder on the CPU, see :mod:`emoserve.engines.style_onnx`).
+Each is first checked for availability without loading anything (package installed, device and precision
+supported); an available one is then built and warmed up. An engine that is unavailable or fails is recorded
+with its reason, released, and the next one is tried; the reason for the final choice is logged and kept on
+the stage (``StageService.engine_reason``). When none can start, the stage does not start:
+:class:`EngineSelectionError` lists every engine's reason.
 """
 
 from __future__ import annotations
@@ -162,12 +163,17 @@ def stage_candidates(
     config: StageConfig,
     torch_engine: Callable[[], Any],
 ) -> dict[str, Candidate]:
-    """The engines of ``stage``: torch (``torch_engine``, the stage's own) for every stage; ONNX Runtime and
-    TensorRT for the acoustic and vocoder stages."""
+    """The engines of ``stage``: torch (``torch_engine``, the stage's own) for every stage; ONNX Runtime (CPU)
+    for the encoder; ONNX Runtime and TensorRT for the acoustic and vocoder stages."""
     candidates = {"torch": Candidate(lambda: None, torch_engine)}
+    engine = config.engine
+    if stage == "encoder":
+        candidates["onnxruntime"] = Candidate(
+            lambda: onnxruntime_unavailable("cpu", "fp32", engine.onnxruntime_providers),
+            lambda: build_style_engine(model_dir, config),
+        )
     if stage not in ("acoustic", "vocoder"):
         return candidates
-    engine = config.engine
     candidates["onnxruntime"] = Candidate(
         lambda: onnxruntime_unavailable(device, precision, engine.onnxruntime_providers),
         lambda: build_graph_engine(stage, "onnxruntime", model_dir, device, precision, config),
@@ -177,6 +183,18 @@ def stage_candidates(
         lambda: build_graph_engine(stage, "tensorrt", model_dir, device, precision, config),
     )
     return candidates
+
+
+def build_style_engine(model_dir: ModelDir, config: StageConfig) -> Any:
+    """The encoder with its style encoder in ONNX Runtime on the CPU (fp32, or int8 with
+    ``engine.onnxruntime_int8_style``), exported once into ``engine.cache_dir``."""
+    from emoserve.encoder.engine import EncoderEngine
+    from emoserve.engines.style_onnx import OnnxRuntimeStyle, resolve_style_graph
+
+    cfg = config.engine
+    path = resolve_style_graph(model_dir, cfg.cache_dir, int8=cfg.onnxruntime_int8_style)
+    backend = OnnxRuntimeStyle(path, cfg.onnxruntime_providers, cfg.onnxruntime_threads)
+    return EncoderEngine(model_dir, "cpu", cache_size=config.embedding_cache_size, style_backend=backend)
 
 
 def build_graph_engine(

@@ -12,9 +12,11 @@ import logging
 import threading
 from collections import OrderedDict
 from pathlib import Path
+from typing import Protocol
 
 import torch
-from transformers import AutoModel, AutoTokenizer
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from emoserve.model.graphs import GraphCache, bucket_up, geometric_buckets, power_of_two_buckets
 
@@ -54,6 +56,38 @@ class EmbeddingCache:
         return len(self._items)
 
 
+class StylePooling(nn.Module):
+    """A BERT-family model and its pooling: token ids → one vector per text (what the ONNX export holds)."""
+
+    def __init__(self, model: nn.Module, pooling: str) -> None:
+        super().__init__()
+        if pooling not in ("pooler", "mean"):
+            raise ValueError(f"pooling must be 'pooler' or 'mean', got {pooling!r}")
+        self.model, self.pooling = model, pooling
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
+    ) -> torch.Tensor:
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        if self.pooling == "pooler":
+            return out.pooler_output
+        mask = attention_mask.unsqueeze(-1).to(out.last_hidden_state.dtype)
+        return (out.last_hidden_state * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+class StyleBackend(Protocol):
+    """Runs the pooled model on a tokenized batch in place of torch (e.g. ONNX Runtime on the CPU)."""
+
+    name: str
+    """Engine name reported by the stage (``StageInfo.engine``)."""
+
+    def __call__(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
+    ) -> torch.Tensor:
+        """Int64 ``[N, T]`` inputs → float32 ``[N, dim]`` vectors on the CPU."""
+        ...
+
+
 class StyleEncoder:
     """Embeds texts with a local BERT-family model.
 
@@ -67,6 +101,8 @@ class StyleEncoder:
         cuda_graphs: on CUDA, replay graphs captured per (batch, tokens) bucket (a BERT-base at batch 1 is
             launch bound); a model whose forward cannot be captured falls back to eager, with a warning.
         max_batch: largest batch served by a graph.
+        backend: runs the pooled model instead of torch (then the torch model is not loaded; ``device``,
+            ``dtype`` and ``cuda_graphs`` do not apply). Tokenization and the cache are the same either way.
     """
 
     def __init__(
@@ -79,35 +115,45 @@ class StyleEncoder:
         dtype: torch.dtype = torch.float32,
         cuda_graphs: bool = True,
         max_batch: int = 8,
+        backend: StyleBackend | None = None,
     ) -> None:
         if pooling not in ("pooler", "mean"):
             raise ValueError(f"pooling must be 'pooler' or 'mean', got {pooling!r}")
         self.tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
-        self.model = AutoModel.from_pretrained(str(directory), local_files_only=True).to(device, dtype).eval()
+        self.dim = int(AutoConfig.from_pretrained(str(directory), local_files_only=True).hidden_size)
+        """Size of the vectors."""
+        self.backend = backend
         self.pooling = pooling
         self.max_tokens = max_tokens
-        self.device = torch.device(device)
+        self.device = torch.device(device if backend is None else "cpu")
         self.cache = EmbeddingCache(cache_size)
-        self.graphs = GraphCache(self._pooled) if self.device.type == "cuda" and cuda_graphs else None
+        self.model: nn.Module | None = None
+        self.graphs: GraphCache | None = None
+        if backend is None:
+            self.model = AutoModel.from_pretrained(str(directory), local_files_only=True).to(device, dtype).eval()
+            self.pooled = StylePooling(self.model, pooling)
+            if self.device.type == "cuda" and cuda_graphs:
+                self.graphs = GraphCache(self._pooled)
         self.batch_buckets = power_of_two_buckets(max_batch)
         self.token_buckets = geometric_buckets(16, max_tokens, factor=1.5)
 
     @property
-    def dim(self) -> int:
-        return int(self.model.config.hidden_size)
+    def engine(self) -> str:
+        """What runs the model: the backend's name, ``torch+cudagraphs`` or ``torch``."""
+        if self.backend is not None:
+            return self.backend.name
+        return "torch+cudagraphs" if self.graphs is not None else "torch"
 
     def _pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor):
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
-        if self.pooling == "pooler":
-            return (out.pooler_output,)
-        mask = attention_mask.unsqueeze(-1).to(out.last_hidden_state.dtype)
-        return ((out.last_hidden_state * mask).sum(1) / mask.sum(1).clamp(min=1),)
+        return (self.pooled(input_ids, attention_mask, token_type_ids),)
 
     @torch.inference_mode()
     def embed(self, texts: list[str]) -> torch.Tensor:
         """Embeds a batch of texts; returns float32 ``[N, dim]`` on the CPU."""
         batch = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=self.max_tokens)
         inputs = tuple(batch[k] for k in ("input_ids", "attention_mask", "token_type_ids"))
+        if self.backend is not None:
+            return self.backend(*inputs)
         n, length = inputs[0].shape
         if self.graphs is not None:
             rows, cols = bucket_up(n, self.batch_buckets), bucket_up(length, self.token_buckets)
