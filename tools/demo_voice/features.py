@@ -15,21 +15,16 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
+from emoserve.model.modeldir import AudioConfig
+
 LOG_FLOOR = 1e-5
 """Magnitudes are clamped to this before the log (log-mel floor ≈ -11.5)."""
 
 
 @dataclass(frozen=True)
-class FeatureConfig:
-    """STFT/mel parameters (emoserve's :class:`~emoserve.model.modeldir.AudioConfig` values)."""
+class FeatureConfig(AudioConfig):
+    """STFT/mel parameters (emoserve's :class:`~emoserve.model.modeldir.AudioConfig`) plus the F0 tracker's."""
 
-    sample_rate: int = 16000
-    n_fft: int = 1024
-    hop_length: int = 256
-    win_length: int = 1024
-    n_mels: int = 80
-    fmin: float = 0.0
-    fmax: float = 8000.0
     f0_min: float = 50.0
     """Lowest F0 the tracker reports (Hz)."""
     f0_max: float = 500.0

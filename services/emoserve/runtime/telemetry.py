@@ -21,7 +21,8 @@ import inspect
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import grpc
@@ -263,42 +264,36 @@ class _ServerInterceptor(grpc.aio.ServerInterceptor):
             wrapped, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
         )
 
+    @contextmanager
+    def _observed(self, context: grpc.aio.ServicerContext, method: str, streaming: bool) -> Iterator[None]:
+        """Around one RPC's handler: the caller's trace context made current, the RPC counted and timed."""
+        token = _attach_remote_context(context) if self._attach else None
+        rpc, started, error = self._rpc, time.perf_counter(), None
+        if rpc is not None:
+            rpc.begin(streaming)
+        try:
+            yield
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            if rpc is not None:
+                rpc.end(method, streaming, _final_code(context, error), time.perf_counter() - started)
+            if token is not None:
+                otel_context.detach(token)
+
     def _wrap_coroutine(self, behavior: Callable[..., Any], method: str, streaming: bool) -> Callable[..., Any]:
         async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            token = _attach_remote_context(context) if self._attach else None
-            rpc, started, error = self._rpc, time.perf_counter(), None
-            if rpc is not None:
-                rpc.begin(streaming)
-            try:
+            with self._observed(context, method, streaming):
                 return await behavior(request, context)
-            except BaseException as exc:
-                error = exc
-                raise
-            finally:
-                if rpc is not None:
-                    rpc.end(method, streaming, _final_code(context, error), time.perf_counter() - started)
-                if token is not None:
-                    otel_context.detach(token)
 
         return observed
 
     def _wrap_generator(self, behavior: Callable[..., Any], method: str, streaming: bool) -> Callable[..., Any]:
         async def observed(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            token = _attach_remote_context(context) if self._attach else None
-            rpc, started, error = self._rpc, time.perf_counter(), None
-            if rpc is not None:
-                rpc.begin(streaming)
-            try:
+            with self._observed(context, method, streaming):
                 async for response in behavior(request, context):
                     yield response
-            except BaseException as exc:
-                error = exc
-                raise
-            finally:
-                if rpc is not None:
-                    rpc.end(method, streaming, _final_code(context, error), time.perf_counter() - started)
-                if token is not None:
-                    otel_context.detach(token)
 
         return observed
 
