@@ -82,13 +82,17 @@ class StageService:
         self.engine_reason = ""
         """Why :attr:`engine` was chosen (see :meth:`load`); logged and exported with the engine's name."""
         self.batcher = DynamicBatcher(
-            lambda items: self.engine.run(items), config.batching, length_of=self.length_of, name=self.stage
+            self.execute, config.batching, length_of=self.length_of, name=self.stage
         )
         self.loaded = False
 
     def build_engine(self) -> Any:
         """Loads the stage's model (blocking)."""
         raise NotImplementedError
+
+    def execute(self, items: list[Any]) -> list[Any]:
+        """One batch through the engine (in the batcher's worker thread, off the event loop)."""
+        return self.engine.run(items)
 
     @staticmethod
     def length_of(item: Any) -> int:

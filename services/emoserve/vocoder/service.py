@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
+import numpy as np
 
 from emoserve.model.modeldir import ModelDir
 from emoserve.runtime.config import StageConfig
@@ -36,6 +37,10 @@ class VocoderService(StageService, stages_pb2_grpc.VocoderServicer):
     def build_engine(self) -> VocoderEngine:
         return VocoderEngine(self.model_dir, self.device, self.precision, self.config.batching.max_batch_size)
 
+    def execute(self, jobs: list[VocodeJob]) -> list[np.ndarray | Exception]:
+        """Vocodes a batch and converts each waveform to 16-bit PCM, the wire format, in the worker thread."""
+        return [w if isinstance(w, Exception) else to_pcm16(w) for w in self.engine.run(jobs)]
+
     @staticmethod
     def length_of(job: VocodeJob) -> int:
         return job.frames
@@ -47,7 +52,7 @@ class VocoderService(StageService, stages_pb2_grpc.VocoderServicer):
         await self.ensure_loaded(context)
         mel = await answer(context, lambda: decode_torch(request.mel, self.mel_spec))
         timed = await answer(context, self.batcher.submit_timed(VocodeJob(mel), timeout_s=deadline_s(context)))
-        return stages_pb2.VocodeResponse(audio=encode(to_pcm16(timed.value)), timing=timing(self.stage, timed, self.replica))
+        return stages_pb2.VocodeResponse(audio=encode(timed.value), timing=timing(self.stage, timed, self.replica))
 
     async def VocodeStream(
         self, request: stages_pb2.VocodeStreamRequest, context: grpc.aio.ServicerContext
@@ -80,7 +85,7 @@ class VocoderService(StageService, stages_pb2_grpc.VocoderServicer):
                 if chunk.index == 0:
                     tasks.extend(submit(c) for c in plan[1:])
                 yield stages_pb2.VocodeChunk(
-                    audio=encode(to_pcm16(timed.value)), index=chunk.index, last=chunk.index == len(plan) - 1,
+                    audio=encode(timed.value), index=chunk.index, last=chunk.index == len(plan) - 1,
                     timing=timing(self.stage, timed, self.replica),
                 )
         finally:
