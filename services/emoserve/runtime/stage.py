@@ -32,13 +32,18 @@ async def answer(context: grpc.aio.ServicerContext, work: Awaitable[T] | Callabl
     """Awaits ``work`` (or calls it, if it is a plain function); on failure aborts the RPC with the status
     mapped from the exception.
 
-    Unexpected exceptions are logged with their traceback and reported as ``INTERNAL``.
+    Unexpected exceptions are logged with their traceback and reported as ``INTERNAL``. When the RPC has
+    already ended (the caller cancelled, or its deadline passed: it has its status), there is nobody to
+    answer and the handler is cancelled instead.
     """
     try:
         return await work if inspect.isawaitable(work) else work()
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # noqa: BLE001 - every failure becomes a gRPC status
+        remaining = context.time_remaining()
+        if context.done() or (remaining is not None and remaining <= 0):
+            raise asyncio.CancelledError from exc
         code = grpc_status_for(exc)
         if code == grpc.StatusCode.INTERNAL:
             log.exception("internal error")
