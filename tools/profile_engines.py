@@ -98,7 +98,7 @@ def profile(model_dir: str, device: str, seconds: float, variants: list[tuple[st
         out["variants"][name] = row
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
-    style = StyleEncoder(model.style_dir, m.style.pooling, device=device)
+    style = StyleEncoder.for_model(model, device)
     text = "今天天气真不错，我们一起去公园散步吧。" * 2
     out["style_content_ms"] = timed_ms(lambda: style.embed([text]), device)
     out["style_prompt_cached_ms"] = timed_ms(lambda: style.embed_cached(["开心"]), device)

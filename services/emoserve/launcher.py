@@ -3,12 +3,12 @@
 Starts the three stages on free loopback ports, waits until each reports SERVING, then starts the gateway
 on the requested port; every service's Prometheus endpoint gets a free port too. Prints one line per service,
 ``SERVICE grpc=HOST:PORT metrics=http://HOST:PORT/metrics``. Ctrl-C / SIGTERM drains the gateway first, then
-the stages.
+the stages. Without a model directory it serves the demo voice shipped in the package
+(:data:`emoserve.models.DEMO_MODEL`).
 """
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -19,6 +19,8 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from emoserve.models import DEMO_MODEL
 
 STAGE_ORDER = ("encoder", "acoustic", "vocoder")
 START_TIMEOUT_S = 600.0
@@ -37,15 +39,15 @@ class Child:
 
 
 def default_model_dir() -> Path:
-    """The model ``emoserve up`` serves when none is given (a tiny dummy model, created on first use)."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "emoserve" / "models"
-    path = cache / "dummy-tiny"
-    if not (path / "model.json").is_file():
-        from emoserve.model.dummy import init_dummy
+    """The model ``emoserve up`` serves when none is given: the demo voice shipped in the package.
 
-        print(f"creating the default dummy model in {path} (first run)", flush=True)
-        init_dummy(path, "tiny")
-    return path
+    Raises:
+        FileNotFoundError: the installation lacks it (a package built without its data files).
+    """
+    if not (DEMO_MODEL / "model.json").is_file():
+        raise FileNotFoundError(f"the built-in demo voice is missing from this installation ({DEMO_MODEL}); "
+                                "reinstall emoserve or pass --model DIR")
+    return DEMO_MODEL
 
 
 def free_port(host: str) -> int:
@@ -95,7 +97,11 @@ def stop_all(children: list[Child]) -> None:
 
 def up(model: str | None, device: str, precision: str, host: str, port: int, config: str | None = None) -> int:
     """Runs the pipeline until interrupted. Returns the process exit code."""
-    model_dir = str(model or default_model_dir())
+    try:
+        model_dir = str(model or default_model_dir())
+    except FileNotFoundError as exc:
+        print(f"emoserve up: error: {exc}", file=sys.stderr, flush=True)
+        return 1
     common = ["--device", device, "--precision", precision] + (["--config", config] if config else [])
     children: list[Child] = []
 

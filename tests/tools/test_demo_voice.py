@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from emoserve.model.dummy import packaged_labels, write_dummy_bert
-from emoserve.model.modeldir import ModelDir
+from emoserve.model.modeldir import ModelDir, StylePackageError
 from emoserve.model.style import StyleEncoder
 from emoserve.tools.demo_voice import corpus
 from emoserve.tools.demo_voice.align import (
@@ -31,6 +31,7 @@ from emoserve.tools.demo_voice.dataset import (
     check_prompts,
     decode_audio,
     encode_audio,
+    export_style_encoder,
 )
 from emoserve.tools.demo_voice.evaluate import (
     WARP_ALPHA,
@@ -43,7 +44,7 @@ from emoserve.tools.demo_voice.evaluate import (
     speech_seconds,
     spoken_phonemes,
 )
-from emoserve.tools.demo_voice.export import export
+from emoserve.tools.demo_voice.export import StylePackage, export
 from emoserve.tools.demo_voice.features import (
     FeatureConfig,
     interpolate_unvoiced,
@@ -59,6 +60,7 @@ from emoserve.tools.demo_voice.styles import (
     style_table,
 )
 from emoserve.tools.demo_voice.train import RunConfig, load_checkpoint, train
+from tests.style_package import DISTRIBUTION, FOLDER, PACKAGE, VERSION, write_style_package
 
 SR = 16000
 FEATURES = FeatureConfig()
@@ -94,10 +96,9 @@ def style_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory, style_dir: Path) -> Path:
+def write_data(out: Path, style_dir: Path) -> Path:
     """train.npz (4 sentences), heldout.npz (2 sentences) and style/ — what `dataset build` writes."""
-    out = tmp_path_factory.mktemp("data")
+    out.mkdir(parents=True, exist_ok=True)
     encoder = StyleEncoder(style_dir, "mean", 64)
     tokens = packaged_labels("tokenlist")
     sos = tokens.index("<sos/eos>")
@@ -112,6 +113,11 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory, style_dir: Path) -> Path:
         data.save(out / f"{name}.npz")
     (out / "style").symlink_to(style_dir, target_is_directory=True)
     return out
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory, style_dir: Path) -> Path:
+    return write_data(tmp_path_factory.mktemp("data"), style_dir)
 
 
 def run_config(tmp: Path, data: Path, part: str, steps: int, **overrides) -> RunConfig:
@@ -332,12 +338,21 @@ def test_unknown_training_setting_is_rejected(data_dir: Path, tmp_path: Path):
 
 
 @pytest.fixture(scope="module")
-def exported(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp = tmp_path_factory.mktemp("export")
+def checkpoints(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Acoustic and vocoder weights after two training steps each."""
+    tmp = tmp_path_factory.mktemp("train")
     for part in ("am", "vocoder"):
         extra = {"segment": 2048} if part == "vocoder" else {}
         train(run_config(tmp / part, data_dir / "train.npz", part, 2, **extra), log=lambda _: None)
-    return export(tmp / "am" / "out" / "weights.pt", tmp / "vocoder" / "out" / "weights.pt", data_dir, tmp / "model")
+    return tmp / "am" / "out" / "weights.pt", tmp / "vocoder" / "out" / "weights.pt"
+
+
+@pytest.fixture(scope="module")
+def exported(checkpoints: tuple[Path, Path], data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export(*checkpoints, data_dir, tmp_path_factory.mktemp("export") / "model", style_package=None)
+
+
+FAKE_PACKAGE = StylePackage(PACKAGE, DISTRIBUTION, FOLDER, "float16")
 
 
 def test_export_writes_a_model_directory_emoserve_loads(exported: Path):
@@ -352,6 +367,53 @@ def test_export_writes_a_model_directory_emoserve_loads(exported: Path):
     synth = Synthesizer(exported)
     wav, ids = synth("Hello there.", "Happy")
     assert wav.ndim == 1 and wav.size > 0 and np.isfinite(wav).all() and ids[0] == ids[-1]
+
+
+def test_export_references_the_style_package_the_data_was_made_from(
+    checkpoints: tuple[Path, Path], style_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    site = tmp_path / "site"
+    folder = write_style_package(site, style_dir)
+    data = write_data(tmp_path / "data", export_style_encoder(folder, tmp_path / "fp16-style"))
+    with pytest.raises(StylePackageError, match=f"pip install {DISTRIBUTION}"):
+        export(*checkpoints, data, tmp_path / "uninstalled", FAKE_PACKAGE)
+    monkeypatch.syspath_prepend(str(site))
+    out = export(*checkpoints, data, tmp_path / "model", FAKE_PACKAGE)
+    style = ModelDir(out).manifest.style
+    assert (style.package, style.requirement, style.dtype) == (PACKAGE, f"{DISTRIBUTION}=={VERSION}", "float16")
+    assert sorted(p.name for p in out.iterdir()) == [
+        "MODEL_CARD.md", "acoustic.safetensors", "model.json", "vocoder.safetensors"]
+    assert f"references the Python package `{PACKAGE}`" in (out / "MODEL_CARD.md").read_text()
+    wav, _ = Synthesizer(out)("Hello there.", "Happy")
+    assert wav.size > 0 and np.isfinite(wav).all()
+
+
+def test_export_refuses_a_style_encoder_that_does_not_reproduce_the_data(
+    checkpoints: tuple[Path, Path], data_dir: Path, style_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    write_style_package(tmp_path / "site", style_dir)  # the data were embedded with the unrounded fp32 weights
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    with pytest.raises(ValueError, match="does not reproduce the training embeddings"):
+        export(*checkpoints, data_dir, tmp_path / "model", FAKE_PACKAGE)
+    assert not (tmp_path / "model").exists()
+
+
+def test_export_replaces_a_model_directory_only_when_asked(
+    checkpoints: tuple[Path, Path], data_dir: Path, tmp_path: Path
+):
+    out = export(*checkpoints, data_dir, tmp_path / "model", style_package=None)
+    with pytest.raises(FileExistsError, match="not empty"):
+        export(*checkpoints, data_dir, out, style_package=None)
+    (out / "stale.txt").write_text("from the previous export")
+    assert export(*checkpoints, data_dir, out, style_package=None, replace=True) == out
+    assert not (out / "stale.txt").exists() and ModelDir(out).manifest.voices == ("joe",)
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # nothing staged is left behind
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("not a model")
+    with pytest.raises(FileExistsError, match="not a model directory"):
+        export(*checkpoints, data_dir, notes, style_package=None, replace=True)
+    assert (notes / "todo.txt").is_file()
 
 
 def test_evaluation_runs_on_an_exported_model(exported: Path, data_dir: Path):

@@ -4,7 +4,8 @@
 
 writes ``OUT/train.npz`` (what training needs, nothing else), ``OUT/heldout.npz`` (teacher audio of the
 held-out sentences, for :mod:`.evaluate`) and ``OUT/style/`` (the sentence encoder in fp16: the embeddings in
-the files were computed with exactly these weights, and the export copies this folder into the model).
+the files were computed with exactly these weights; the exported model references the package it came from,
+rounded to fp16 on load, or a copy of this folder, and the export checks that it reproduces these embeddings).
 
 One ``.npz`` holds, per sentence, the neutral 16 kHz teacher rendering (int16, stored losslessly as the
 byte planes of its sample-to-sample difference, which ``np.savez_compressed`` packs ~20 % smaller than the

