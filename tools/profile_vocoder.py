@@ -11,7 +11,8 @@ against ``ref-fp32`` on the same input.
 
 Variants: ``ref-fp32``, ``ref-fp16``, ``ref-bf16`` (the reference generator, cuDNN), ``ref-fp16-bench``
 (the same with ``torch.backends.cudnn.benchmark``), ``fused-fp16``, ``fused-bf16``, ``fused-fp32``
-(:class:`emoserve.vocoder.fused.FusedHiFiGAN`, Triton). ``--breakdown`` adds each generator's GPU time by
+(:class:`emoserve.vocoder.fused.FusedHiFiGAN`, Triton), ``fused-fp16-unpaired`` (every convolution its own
+kernel, no fused resblock steps). ``--breakdown`` adds each generator's GPU time by
 kernel (one eager batch at the largest size, torch.profiler); ``--sweep`` times each Triton convolution
 alone under candidate block shapes and adds a ``fused-fp16-tuned`` variant with the fastest ones.
 """
@@ -32,7 +33,8 @@ from emoserve.model.vocoder import HiFiGAN, VocoderConfig
 from emoserve.vocoder.fused import FusedHiFiGAN
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-VARIANTS = ("ref-fp32", "ref-fp16", "ref-bf16", "ref-fp16-bench", "fused-fp16", "fused-bf16", "fused-fp32")
+VARIANTS = ("ref-fp32", "ref-fp16", "ref-bf16", "ref-fp16-bench", "fused-fp16", "fused-fp16-unpaired", "fused-bf16",
+            "fused-fp32")
 Generator = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -80,7 +82,8 @@ def build(name: str, model: HiFiGAN, tiles: dict | None = None) -> Generator:
     source = source.to(DTYPES[precision]).eval()
     if kind == "ref":
         return source
-    return FusedHiFiGAN.from_model(source, backend="triton", tiles=tiles)
+    pair_max_channels = 0 if name.endswith("-unpaired") else 64  # -unpaired: every convolution its own kernel
+    return FusedHiFiGAN.from_model(source, backend="triton", tiles=tiles, pair_max_channels=pair_max_channels)
 
 
 def run_variant(name: str, fn: Generator, mel: torch.Tensor, lengths: torch.Tensor) -> tuple[float, torch.Tensor]:

@@ -193,6 +193,32 @@ def test_interpreted_conv_post_kernel_matches_torch_ops(kernels):
     assert torch.all(got[1, 30:] == 0) and torch.all(got[1, :30] != 0)
 
 
+@pytest.mark.parametrize(
+    ("k", "dilation", "channels", "accumulate", "programs_per_sm"),
+    [
+        (3, 5, 32, False, 1),  # one persistent program walks every tile, reusing its scratch
+        (11, 1, 16, True, 64),  # wide halo (10 of 32 rows), running sum and average
+        (7, 3, 16, True, 2),
+    ],
+)
+def test_interpreted_resblock_pair_kernel_matches_two_convolutions(kernels, k, dilation, channels, accumulate,
+                                                                   programs_per_sm):
+    batch, steps = 2, 75  # several tiles per item, the last partial
+    c1 = _packed(k, channels, channels, seed=k, dilation=dilation, padding=dilation * (k - 1) // 2)
+    c2 = _packed(k, channels, channels, seed=k + 1, padding=(k - 1) // 2)
+    x = _act(batch, steps, channels, seed=0)
+    lengths, len_scale = torch.tensor([5, 3]), 15  # item 1 ends at row 45
+    total = _act(batch, steps, channels, seed=2) if accumulate else None
+    out_scale = 1 / 3 if accumulate else 1.0
+    expected = TorchOps.pair(x, c1, c2, lengths, len_scale, slope=0.1, accumulate=total, out_scale=out_scale)
+    got = kernels.resblock_pair(x, c1.weight, c1.bias, c2.weight, c2.bias, lengths, len_scale, dilation=dilation,
+                                slope=0.1, accumulate=total, out_scale=out_scale, out=total,
+                                tile=kernels.PairTile(block_t=32, programs_per_sm=programs_per_sm))
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    if not accumulate:
+        torch.testing.assert_close(got[1, 45:], x[1, 45:])  # past the length only the residual remains
+
+
 def test_interpreted_kernels_reject_bad_shapes(kernels):
     conv = _packed(3, 16, 16, seed=0, padding=1)
     lengths = torch.tensor([4])
@@ -206,6 +232,12 @@ def test_interpreted_kernels_reject_bad_shapes(kernels):
         kernels.Tile(24, 16, 16).check(16, 16)
     with pytest.raises(ValueError, match="T \\* stride"):
         kernels.upsample(_act(1, 4, 16, 0), conv.weight, conv.bias, lengths, 1, stride=2, padding=1, slope=0.1)
+    x = _act(1, 4, 16, 0)
+    with pytest.raises(ValueError, match="in place"):
+        kernels.resblock_pair(x, conv.weight, conv.bias, conv.weight, conv.bias, lengths, 1, dilation=1, slope=0.1,
+                              out=x)
+    with pytest.raises(ValueError, match="no output rows"):
+        kernels.PairTile(block_t=16).check(17)
 
 
 def test_interpreted_triton_backend_equals_reference(kernels):
@@ -222,4 +254,4 @@ def test_interpreted_triton_backend_equals_reference(kernels):
     assert torch.all(got[1, 2 * TINY.hop_length :] == 0)
 
 
-INTERPRETED_TESTS = 4 + 4 + 1 + 1 + 1  # conv1d cases, upsample cases, conv_post, bad shapes, whole generator
+INTERPRETED_TESTS = 4 + 4 + 1 + 3 + 1 + 1  # conv1d, upsample, conv_post, resblock pair, bad shapes, generator

@@ -6,7 +6,8 @@ kernel over ``[B, C, T]`` activations, between cuDNN convolutions that are small
 dilated. Here activations stay channels-last (``[B, T, C]``) and each convolution is one kernel that applies
 the leaky ReLU to its input tile and adds bias, mask, residual and the running resblock sum (scaled by
 ``1 / num_kernels`` at the last one) before its single store; the transposed convolutions are polyphase
-convolutions with the same prologue and epilogue. Channel counts are zero-padded to multiples of 16 (powers of
+convolutions with the same prologue and epilogue. In the narrow, memory-bound stages (≤ 64 channels) both
+convolutions of a resblock step run as one kernel whose intermediate stays on chip. Channel counts are zero-padded to multiples of 16 (powers of
 two inside the network), which changes nothing: padded channels carry zero weights, biases and activations.
 
 Two backends compute the same function: ``triton`` (:mod:`emoserve.vocoder.kernels`, for CUDA tensors, or
@@ -33,7 +34,7 @@ from torch import nn
 from emoserve.model.vocoder import LRELU_SLOPE, HiFiGAN, VocoderConfig
 
 if TYPE_CHECKING:
-    from emoserve.vocoder.kernels import Tile
+    from emoserve.vocoder.kernels import PairTile, Tile
 
 Backend = Literal["auto", "triton", "torch"]
 POST_SLOPE = 0.01
@@ -114,6 +115,15 @@ class TorchOps:
                 y = y + extra
         return (y if out_scale == 1.0 else y * out_scale).contiguous()
 
+    @classmethod
+    def pair(cls, x: torch.Tensor, c1: PackedConv, c2: PackedConv, lengths: torch.Tensor, len_scale: int, *,
+             slope: float, accumulate: torch.Tensor | None = None, out_scale: float = 1.0,
+             out: torch.Tensor | None = None) -> torch.Tensor:
+        """One resblock step: ``(mask(c2(leaky(mask(c1(leaky(x)))))) + x + accumulate) * out_scale``."""
+        h = cls.conv1d(x, c1, lengths, len_scale, pre_slope=slope)
+        return cls.conv1d(h, c2, lengths, len_scale, pre_slope=slope, residual=x, accumulate=accumulate,
+                          out_scale=out_scale)
+
     @staticmethod
     def upsample(x: torch.Tensor, conv: PackedConv, lengths: torch.Tensor, len_scale: int, *,
                  slope: float) -> torch.Tensor:
@@ -136,13 +146,20 @@ class TritonOps:
 
     Args:
         tiles: block shapes by ``(c_in, c_out)``, overriding :func:`emoserve.vocoder.kernels.default_tile`.
+        pair_max_channels: resblock steps of at most this many channels run as one kernel
+            (:func:`emoserve.vocoder.kernels.resblock_pair`); wider ones, where the convolutions are
+            compute-bound, as two.
+        pair_tile: launch settings of that kernel.
     """
 
-    def __init__(self, tiles: Mapping[tuple[int, int], Tile] | None = None) -> None:
+    def __init__(self, tiles: Mapping[tuple[int, int], Tile] | None = None, pair_max_channels: int = 64,
+                 pair_tile: PairTile | None = None) -> None:
         from emoserve.vocoder import kernels
 
         self.kernels: ModuleType = kernels
         self.tiles = dict(tiles or {})
+        self.pair_max_channels = pair_max_channels
+        self.pair_tile = pair_tile
 
     def _tile(self, conv: PackedConv) -> Tile | None:
         return self.tiles.get((int(conv.weight.size(1)), int(conv.weight.size(2))))
@@ -156,6 +173,18 @@ class TritonOps:
             pre_slope=pre_slope, residual=residual, accumulate=accumulate, out_scale=out_scale, out=out,
             tile=self._tile(conv),
         )
+
+    def pair(self, x: torch.Tensor, c1: PackedConv, c2: PackedConv, lengths: torch.Tensor, len_scale: int, *,
+             slope: float, accumulate: torch.Tensor | None = None, out_scale: float = 1.0,
+             out: torch.Tensor | None = None) -> torch.Tensor:
+        if x.size(-1) <= self.pair_max_channels:
+            return self.kernels.resblock_pair(
+                x, c1.weight, c1.bias, c2.weight, c2.bias, lengths, len_scale, dilation=c1.dilation, slope=slope,
+                accumulate=accumulate, out_scale=out_scale, out=out, tile=self.pair_tile,
+            )
+        h = self.conv1d(x, c1, lengths, len_scale, pre_slope=slope)
+        return self.conv1d(h, c2, lengths, len_scale, pre_slope=slope, residual=x, accumulate=accumulate,
+                           out_scale=out_scale, out=out)
 
     def upsample(self, x: torch.Tensor, conv: PackedConv, lengths: torch.Tensor, len_scale: int, *,
                  slope: float) -> torch.Tensor:
@@ -178,10 +207,13 @@ class FusedHiFiGAN(nn.Module):
         config: the generator's shape.
         backend: ``triton``, ``torch``, or ``auto`` (Triton for CUDA inputs when it is installed, else torch).
         tiles: Triton block shapes by ``(c_in, c_out)`` (padded channels), overriding the defaults.
+        pair_max_channels: resblock steps of at most this many channels run as one Triton kernel (0: none).
+        pair_tile: launch settings of that kernel (:class:`~emoserve.vocoder.kernels.PairTile`).
     """
 
     def __init__(self, config: VocoderConfig, backend: Backend = "auto",
-                 tiles: Mapping[tuple[int, int], Tile] | None = None) -> None:
+                 tiles: Mapping[tuple[int, int], Tile] | None = None, pair_max_channels: int = 64,
+                 pair_tile: PairTile | None = None) -> None:
         super().__init__()
         if backend not in ("auto", "triton", "torch"):
             raise ValueError(f"backend must be auto, triton or torch, got {backend!r}")
@@ -190,6 +222,8 @@ class FusedHiFiGAN(nn.Module):
         self.config = config
         self.backend = backend
         self.tiles = dict(tiles or {})
+        self.pair_max_channels = pair_max_channels
+        self.pair_tile = pair_tile
         self.num_kernels = len(config.resblock_kernel_sizes)
         self.mel_channels = padded_channels(config.n_mels, inner=False)
         self.conv_pre: PackedConv | None = None
@@ -200,13 +234,14 @@ class FusedHiFiGAN(nn.Module):
 
     @classmethod
     def from_model(cls, model: HiFiGAN, backend: Backend = "auto",
-                   tiles: Mapping[tuple[int, int], Tile] | None = None) -> FusedHiFiGAN:
+                   tiles: Mapping[tuple[int, int], Tile] | None = None, pair_max_channels: int = 64,
+                   pair_tile: PairTile | None = None) -> FusedHiFiGAN:
         """Packs a (weight-norm-folded) ``HiFiGAN``'s weights; the result lives on its device, in its dtype."""
         c = model.config
         for rate, kernel, up in zip(c.upsample_rates, c.upsample_kernel_sizes, model.ups):
             if kernel - 2 * up.padding[0] != rate or up.output_padding[0] != 0:
                 raise ValueError(f"upsampler (kernel {kernel}, rate {rate}) must produce exactly rate × frames")
-        fused = cls(c, backend, tiles)
+        fused = cls(c, backend, tiles, pair_max_channels, pair_tile)
         channels = [padded_channels(c.upsample_initial_channel)]
         fused.conv_pre = PackedConv.from_conv(model.conv_pre, fused.mel_channels, channels[0])
         for i, up in enumerate(model.ups):
@@ -232,7 +267,7 @@ class FusedHiFiGAN(nn.Module):
         if not use_triton:
             return TorchOps()
         if self._triton is None:
-            self._triton = TritonOps(self.tiles)
+            self._triton = TritonOps(self.tiles, self.pair_max_channels, self.pair_tile)
         return self._triton
 
     def forward(self, mel: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
@@ -264,14 +299,11 @@ class FusedHiFiGAN(nn.Module):
             for j, block in enumerate(stage):
                 a = x
                 for p, (c1, c2) in enumerate(block):
-                    h = ops.conv1d(a, c1, lengths, scale, pre_slope=LRELU_SLOPE)
-                    if p < len(block) - 1:  # residual chain; written in place once it no longer aliases x
-                        a = ops.conv1d(h, c2, lengths, scale, pre_slope=LRELU_SLOPE, residual=a,
-                                       out=None if a is x else a)
-                    else:  # last pair: add into the running sum of the resblocks, averaged at the last one
-                        a = ops.conv1d(h, c2, lengths, scale, pre_slope=LRELU_SLOPE, residual=a, accumulate=total,
-                                       out_scale=1.0 / self.num_kernels if j == len(stage) - 1 else 1.0,
-                                       out=total if total is not None else (None if a is x else a))
+                    if p < len(block) - 1:  # residual chain
+                        a = ops.pair(a, c1, c2, lengths, scale, slope=LRELU_SLOPE)
+                    else:  # last step: add into the running sum of the resblocks, averaged at the last one
+                        a = ops.pair(a, c1, c2, lengths, scale, slope=LRELU_SLOPE, accumulate=total,
+                                     out_scale=1.0 / self.num_kernels if j == len(stage) - 1 else 1.0, out=total)
                 total = a
             x = total
         return ops.conv_post(x, self.conv_post, lengths, scale, slope=POST_SLOPE)
