@@ -39,9 +39,16 @@ Soak test
 (same loops, warm-up and statistics as above) and watches for slow failures: errors by gRPC status, the
 resident memory (``VmRSS``) of each watched process (e.g. the services: ``--watch-pid "$(pgrep -d, -f
 'emoserve serve')"``) and each GPU's memory in use (``nvidia-smi``; omitted without it), sampled after the
-warm-up, every ``--sample-every`` seconds and at the end. It reports each one's drift from the first sample
-to the last in % and passes (exit status 0) only with zero errors, no watched process gone and no drift
-above ``--max-drift``.
+warm-up requests, every ``--sample-every`` seconds and at the end.
+
+Memory is judged after a warm-up of ``--memory-warmup`` seconds (60, counted in the soak's minutes): a service
+under a new load first grows to a plateau (connection and stream buffers, caches, the allocator's working set)
+and that is not a leak. Per series the report gives the start, the baseline (median of the first three samples
+from the end of the warm-up on), the end (median of the last three), the peak, the **drift** (end vs baseline,
+in %) and the **trend**: the least-squares slope over the samples after the warm-up, in MiB per minute and as
+its rise across that window in % of the baseline, so that a slow leak cannot hide behind a noisy last sample and
+a warm-up plateau is not taken for one. The soak passes (exit status 0) only with zero errors, no watched
+process gone, and neither drift nor trend above ``--max-drift`` (5 %).
 """
 
 from __future__ import annotations
@@ -474,12 +481,12 @@ def format_comparison(comparison: dict[str, Any]) -> str:
 
     return "\n".join([
         f"{'':28}{'emoserve':>12}{'EmotiVoice':>12}{'ratio':>9}",
-        f"{'e2e p50 ms (C=' + str(comparison['latency_concurrency']) + ')':28}"
-        f"{_ms(comparison['emoserve_e2e_p50_ms']):>12}{_ms(comparison['reference_e2e_p50_ms']):>12}"
-        f"{ratio(comparison['latency_speedup']):>9}  (EmotiVoice / emoserve)",
-        f"{'RTFX (C=' + str(comparison['throughput_concurrency']) + ')':28}"
-        f"{comparison['emoserve_rtfx']:>12.1f}{comparison['reference_rtfx']:>12.1f}"
-        f"{ratio(comparison['rtfx_ratio']):>9}  (emoserve / EmotiVoice)",
+        (f"{'e2e p50 ms (C=' + str(comparison['latency_concurrency']) + ')':28}"
+         f"{_ms(comparison['emoserve_e2e_p50_ms']):>12}{_ms(comparison['reference_e2e_p50_ms']):>12}"
+         f"{ratio(comparison['latency_speedup']):>9}  (EmotiVoice / emoserve)"),
+        (f"{'RTFX (C=' + str(comparison['throughput_concurrency']) + ')':28}"
+         f"{comparison['emoserve_rtfx']:>12.1f}{comparison['reference_rtfx']:>12.1f}"
+         f"{ratio(comparison['rtfx_ratio']):>9}  (emoserve / EmotiVoice)"),
     ])
 
 
@@ -579,8 +586,17 @@ class SoakOptions:
     watch_pids: tuple[int, ...] = ()
     """Processes whose resident memory (RSS) is watched."""
     sample_every_s: float = 10.0
+    memory_warmup_s: float = 60.0
+    """Seconds of load before the memory baseline: growth while caches, pools and the allocator's working set
+    fill up under the new load is a plateau, not drift. Part of the soak's ``minutes`` (errors count throughout)."""
     max_drift_pct: float = 5.0
-    """Largest growth, in % of the first sample, of any watched RSS or GPU memory for the soak to pass."""
+    """Largest growth after the warm-up, in % of the baseline, of any watched RSS or GPU memory: both from the
+    baseline to the end and along the fitted trend."""
+
+
+SMOOTHING_SAMPLES = 3
+"""Samples whose median is the baseline (the first ones from the end of the warm-up on) and the end value (the
+last ones), so that one noisy sample can neither pass nor fail a soak."""
 
 
 def drift_pct(start: float | None, end: float | None) -> float | None:
@@ -590,33 +606,77 @@ def drift_pct(start: float | None, end: float | None) -> float | None:
     return (end - start) / start * 100
 
 
-def memory_summary(samples: Sequence[dict[str, Any]], commands: dict[int, str]) -> dict[str, Any]:
-    """First and last value, peak and drift of each watched process's RSS and each GPU's memory in use.
+def memory_trend(times_s: Sequence[float], values: Sequence[float], warmup_s: float) -> dict[str, Any]:
+    """How one memory series (MiB, sampled at ``times_s``) moved after the warm-up.
+
+    Returns:
+        ``start_mib`` (first sample), ``baseline_mib`` and ``end_mib`` (medians of the first and the last
+        :data:`SMOOTHING_SAMPLES` samples from ``warmup_s`` on), ``peak_mib`` (all samples), ``drift_pct`` (end
+        vs baseline), ``slope_mib_per_min`` (least-squares line through the samples from ``warmup_s`` on; None
+        with fewer than 3), ``trend_pct`` (that line's rise across the measured window in % of the baseline)
+        and ``window_s`` (first to last sample from ``warmup_s`` on).
+    """
+    times, data = np.asarray(times_s, dtype=np.float64), np.asarray(values, dtype=np.float64)
+    measured = times >= warmup_s
+    if not measured.any():  # the soak ended before the warm-up did: judge the last sample alone
+        measured[-1] = True
+    t, v = times[measured], data[measured]
+    baseline = float(np.median(v[:SMOOTHING_SAMPLES]))
+    end = float(np.median(v[-SMOOTHING_SAMPLES:]))
+    window_s = float(t[-1] - t[0])
+    slope = trend = None
+    if len(v) >= 3 and window_s > 0:
+        slope = float(np.polyfit(t / 60, v, 1)[0])
+        trend = drift_pct(baseline, baseline + slope * window_s / 60)
+    return {"start_mib": float(data[0]), "baseline_mib": baseline, "end_mib": end, "peak_mib": float(data.max()),
+            "drift_pct": drift_pct(baseline, end), "slope_mib_per_min": slope, "trend_pct": trend,
+            "window_s": window_s}
+
+
+def memory_summary(samples: Sequence[dict[str, Any]], commands: dict[int, str], warmup_s: float = 0.0) -> dict[str, Any]:
+    """Baseline, end, peak, drift and trend (:func:`memory_trend`) of each watched process's RSS and each GPU's
+    memory in use.
 
     Args:
         samples: :class:`MemoryMonitor` samples, oldest first (at least one).
         commands: command line of each watched process.
+        warmup_s: seconds from the first sample before the baseline (:attr:`SoakOptions.memory_warmup_s`).
     """
-    first, last = samples[0], samples[-1]
+    times = [s["t_s"] for s in samples]
     processes = {}
     for pid, command in commands.items():
         values = [s["rss_mib"][str(pid)] for s in samples]
-        start, end = values[0], values[-1]
-        processes[str(pid)] = {
-            "command": command, "start_mib": start, "end_mib": end,
-            "peak_mib": max((v for v in values if v is not None), default=None),
-            "drift_pct": drift_pct(start, end), "exited": end is None,
+        exited = values[-1] is None
+        alive = [(t, v) for t, v in zip(times, values) if v is not None]
+        stats = memory_trend(*zip(*alive), warmup_s) if alive and not exited else {
+            "start_mib": values[0], "baseline_mib": None, "end_mib": None,
+            "peak_mib": max((v for _, v in alive), default=None), "drift_pct": None, "slope_mib_per_min": None,
+            "trend_pct": None, "window_s": None,
         }
+        processes[str(pid)] = {"command": command, **stats, "exited": exited}
     gpus = None
-    first_gpu, last_gpu = first["gpu_memory_used_mib"], last["gpu_memory_used_mib"]
-    if first_gpu is not None and last_gpu is not None and len(first_gpu) == len(last_gpu):
-        gpus = [{"index": i, "start_mib": a, "end_mib": b, "drift_pct": drift_pct(a, b)}
-                for i, (a, b) in enumerate(zip(first_gpu, last_gpu))]
-    return {"processes": processes, "gpus": gpus, "samples": list(samples)}
+    readings = [(t, s["gpu_memory_used_mib"]) for t, s in zip(times, samples) if s["gpu_memory_used_mib"] is not None]
+    if readings and len({len(r) for _, r in readings}) == 1:  # nvidia-smi answered, about the same GPUs
+        gpu_times = [t for t, _ in readings]
+        gpus = [{"index": i, **memory_trend(gpu_times, [r[i] for _, r in readings], warmup_s)}
+                for i in range(len(readings[0][1]))]
+    return {"warmup_s": warmup_s, "processes": processes, "gpus": gpus, "samples": list(samples)}
+
+
+def _growth_failures(what: str, series: dict[str, Any], limit: float) -> list[str]:
+    """Drift and trend above ``limit`` % of one memory series, as failure messages."""
+    failures = []
+    if series["drift_pct"] is not None and series["drift_pct"] > limit:
+        failures.append(f"{what} grew {series['drift_pct']:.1f} % after the warm-up (limit {limit:g} %)")
+    if series["trend_pct"] is not None and series["trend_pct"] > limit:
+        failures.append(f"{what} trends up {series['trend_pct']:.1f} % over {series['window_s'] / 60:.1f} min "
+                        f"({series['slope_mib_per_min']:+.2f} MiB/min; limit {limit:g} %)")
+    return failures
 
 
 def soak_failures(level: dict[str, Any], memory: dict[str, Any], max_drift_pct: float) -> list[str]:
-    """Why a soak failed (empty: it passed): errors, no completed request, a watched process gone, drift."""
+    """Why a soak failed (empty: it passed): errors, no completed request, a watched process gone, memory drift
+    or upward trend after the warm-up."""
     failures = []
     if level["errors"]:
         failures.append(f"{sum(level['errors'].values())} failed requests ({_codes(level['errors'])})")
@@ -625,16 +685,28 @@ def soak_failures(level: dict[str, Any], memory: dict[str, Any], max_drift_pct: 
     for pid, process in memory["processes"].items():
         if process["exited"]:
             failures.append(f"process {pid} ({process['command'] or '?'}) is gone")
-        elif process["drift_pct"] is not None and process["drift_pct"] > max_drift_pct:
-            failures.append(f"process {pid} RSS grew {process['drift_pct']:.1f} % (limit {max_drift_pct:g} %)")
+        else:
+            failures.extend(_growth_failures(f"process {pid} RSS", process, max_drift_pct))
     for gpu in memory["gpus"] or []:
-        if gpu["drift_pct"] is not None and gpu["drift_pct"] > max_drift_pct:
-            failures.append(f"GPU {gpu['index']} memory grew {gpu['drift_pct']:.1f} % (limit {max_drift_pct:g} %)")
+        failures.extend(_growth_failures(f"GPU {gpu['index']} memory", gpu, max_drift_pct))
     return failures
 
 
 def _codes(errors: dict[str, int]) -> str:
     return ", ".join(f"{code} {n}" for code, n in sorted(errors.items())) or "none"
+
+
+def process_label(command: str, width: int = 32) -> str:
+    """A short name for a watched process: its command line without the interpreter, directories and ``--``
+    options (``python3 -m emoserve serve vocoder --host …`` and ``/venv/bin/emoserve serve vocoder …`` both give
+    ``emoserve serve vocoder``), cut to ``width`` characters; "?" if unknown."""
+    words = command.split()
+    while words and (Path(words[0]).name.startswith("python") or words[0] == "-m"):
+        words.pop(0)
+    if words:
+        words[0] = Path(words[0]).name
+    options = next((i for i, w in enumerate(words) if w.startswith("--")), len(words))
+    return " ".join(words[:max(options, 1)])[:width] or "?"
 
 
 def _mib(value: float | None) -> str:
@@ -643,6 +715,15 @@ def _mib(value: float | None) -> str:
 
 def _drift(value: float | None) -> str:
     return "-" if value is None else f"{value:+.1f} %"
+
+
+def _growth(series: dict[str, Any]) -> str:
+    """``start -> baseline -> end MiB (peak P), drift D, trend S MiB/min = T over W min`` of one memory series."""
+    trend = "-" if series["slope_mib_per_min"] is None else (
+        f"{series['slope_mib_per_min']:+.2f} MiB/min = {_drift(series['trend_pct'])} over {series['window_s'] / 60:.1f} min"
+    )
+    return (f"{_mib(series['start_mib'])} -> {_mib(series['baseline_mib'])} -> {_mib(series['end_mib'])} MiB "
+            f"(peak {_mib(series['peak_mib'])}), drift {_drift(series['drift_pct'])}, trend {trend}")
 
 
 def format_soak(report: dict[str, Any]) -> str:
@@ -654,16 +735,15 @@ def format_soak(report: dict[str, Any]) -> str:
          f"errors: {_codes(level['errors'])}"),
         (f"first audio p50 / p99: {_ms(level['ttfa_ms']['p50'])} / {_ms(level['ttfa_ms']['p99'])} ms, "
          f"end to end p50 / p99: {_ms(level['e2e_ms']['p50'])} / {_ms(level['e2e_ms']['p99'])} ms"),
+        (f"memory after a {memory['warmup_s']:g} s warm-up: start -> baseline -> end (medians of {SMOOTHING_SAMPLES} "
+         "samples), drift = end vs baseline, trend = fitted slope"),
     ]
     for pid, p in memory["processes"].items():
-        label = p["command"].split(" -m ", 1)[-1][:48] or "?"  # "emoserve serve vocoder --host …"
-        lines.append(f"RSS of {pid} ({label}): {_mib(p['start_mib'])} -> {_mib(p['end_mib'])} MiB "
-                     f"(peak {_mib(p['peak_mib'])}, drift {_drift(p['drift_pct'])})")
+        lines.append(f"RSS of {pid} ({process_label(p['command'])}): {_growth(p)}")
     if memory["gpus"] is None:
         lines.append("GPU memory: not measured (no nvidia-smi)")
     for gpu in memory["gpus"] or []:
-        lines.append(f"GPU {gpu['index']} memory used: {gpu['start_mib']} -> {gpu['end_mib']} MiB "
-                     f"(drift {_drift(gpu['drift_pct'])})")
+        lines.append(f"GPU {gpu['index']} memory used: {_growth(gpu)}")
     lines.append("PASSED" if report["passed"] else "FAILED: " + "; ".join(report["failures"]))
     return "\n".join(lines)
 
@@ -688,7 +768,7 @@ def run_soak(options: BenchOptions, soak: SoakOptions, out: str | os.PathLike | 
     commands = {pid: process_command(pid) for pid in soak.watch_pids}
     monitor = MemoryMonitor(soak.watch_pids, soak.sample_every_s)
     level = asyncio.run(run_level(options, soak.streams, monitor))
-    memory = memory_summary(monitor.samples, commands)
+    memory = memory_summary(monitor.samples, commands, soak.memory_warmup_s)
     failures = soak_failures(level, memory, soak.max_drift_pct)
     report = {**head, "soak": dataclasses.asdict(soak), "level": level, "memory": memory,
               "passed": not failures, "failures": failures}
@@ -789,9 +869,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="process whose resident memory the soak watches (repeat or separate by commas)")
     soak.add_argument("--sample-every", type=positive_float, default=SoakOptions.sample_every_s, metavar="SECONDS",
                       help=f"seconds between memory samples (default {SoakOptions.sample_every_s:g})")
+    soak.add_argument("--memory-warmup", type=float, default=SoakOptions.memory_warmup_s, metavar="SECONDS",
+                      help="seconds of load before the memory baseline, part of --minutes "
+                           f"(default {SoakOptions.memory_warmup_s:g})")
     soak.add_argument("--max-drift", type=float, default=SoakOptions.max_drift_pct, metavar="PERCENT",
-                      help="largest memory growth for the soak to pass, in %% "
-                           f"(default {SoakOptions.max_drift_pct:g})")
+                      help="largest memory growth after the warm-up (to the end, and along the fitted trend) for "
+                           f"the soak to pass, in %% of the baseline (default {SoakOptions.max_drift_pct:g})")
 
 
 def options_from_args(args: argparse.Namespace) -> BenchOptions:
@@ -817,11 +900,15 @@ def soak_from_args(args: argparse.Namespace) -> SoakOptions:
         raise ValueError(f"{', '.join(unused)} does not apply to --soak")
     if args.streams < 1:
         raise ValueError(f"--streams must be >= 1, got {args.streams}")
+    if not 0 <= args.memory_warmup < args.minutes * 60:
+        raise ValueError(f"--memory-warmup must be >= 0 and shorter than the soak ({args.minutes * 60:g} s), "
+                         f"got {args.memory_warmup:g} (a short trial run: --memory-warmup 0)")
     gone = [pid for pid in args.watch_pid if rss_mib(pid) is None]
     if gone:
         raise ValueError(f"no running process with id {', '.join(map(str, gone))} (or no /proc to read its memory)")
     return SoakOptions(streams=args.streams, minutes=args.minutes, watch_pids=tuple(dict.fromkeys(args.watch_pid)),
-                       sample_every_s=args.sample_every, max_drift_pct=args.max_drift)
+                       sample_every_s=args.sample_every, memory_warmup_s=args.memory_warmup,
+                       max_drift_pct=args.max_drift)
 
 
 def run_from_args(args: argparse.Namespace) -> int:

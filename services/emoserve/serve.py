@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from emoserve.gateway.discovery import discovery_for, initial_addresses, parse_target
 from emoserve.gateway.service import SynthesizerService, stage_pools
+from emoserve.runtime.allocator import limit_malloc_arenas
 from emoserve.runtime.config import StageConfig
 from emoserve.runtime.security import BearerTokenInterceptor, load_tokens
 from emoserve.runtime.server import StageServer
@@ -20,6 +21,8 @@ STAGES: dict[str, str] = {
     "vocoder": "emoserve.vocoder.service:VocoderService",
 }
 """Each stage's servicer, imported only by the process that serves it (the gateway never loads torch)."""
+GATEWAY_MALLOC_ARENAS = 2
+"""glibc malloc arenas of a gateway process (:mod:`emoserve.runtime.allocator`; ``MALLOC_ARENA_MAX`` overrides)."""
 
 
 @dataclass
@@ -97,6 +100,7 @@ async def serve(kind: str, config: StageConfig, model_dir: str = "", stages: Sta
     if kind == "gateway":
         if stages is None:
             raise ValueError("the gateway needs the addresses of the encoder, acoustic and vocoder stages")
+        limit_malloc_arenas(GATEWAY_MALLOC_ARENAS)  # before gRPC starts its threads
         server, _ = await start_gateway(config, stages)
     else:
         from emoserve.runtime.stage import start_stage
