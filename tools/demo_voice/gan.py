@@ -24,6 +24,17 @@ class DiscriminatorConfig:
     scale_groups: tuple[int, ...] = (1, 4, 16, 16, 16)
 
 
+def _conv_stack(convs: nn.ModuleList, post: nn.Module, h: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Leaky-ReLU convs then ``post``: the flattened logits and every layer's feature map."""
+    fmaps = []
+    for conv in convs:
+        h = F.leaky_relu(conv(h), LRELU)
+        fmaps.append(h)
+    h = post(h)
+    fmaps.append(h)
+    return h.flatten(1), fmaps
+
+
 class PeriodDiscriminator(nn.Module):
     """Looks at every ``period``-th sample: the waveform folded to ``[B, 1, T / p, p]`` through 2-D convs."""
 
@@ -41,14 +52,7 @@ class PeriodDiscriminator(nn.Module):
         b, t = x.shape
         if t % self.period:
             x = F.pad(x, (0, self.period - t % self.period), mode="reflect")
-        h = x.view(b, 1, -1, self.period)
-        fmaps = []
-        for conv in self.convs:
-            h = F.leaky_relu(conv(h), LRELU)
-            fmaps.append(h)
-        h = self.post(h)
-        fmaps.append(h)
-        return h.flatten(1), fmaps
+        return _conv_stack(self.convs, self.post, x.view(b, 1, -1, self.period))
 
 
 class ScaleDiscriminator(nn.Module):
@@ -64,14 +68,7 @@ class ScaleDiscriminator(nn.Module):
         self.post = weight_norm(nn.Conv1d(channels[-1], 1, 3, 1, padding=1))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        h = x.unsqueeze(1)
-        fmaps = []
-        for conv in self.convs:
-            h = F.leaky_relu(conv(h), LRELU)
-            fmaps.append(h)
-        h = self.post(h)
-        fmaps.append(h)
-        return h.flatten(1), fmaps
+        return _conv_stack(self.convs, self.post, x.unsqueeze(1))
 
 
 class Discriminators(nn.Module):

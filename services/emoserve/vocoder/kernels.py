@@ -16,6 +16,7 @@ Weights are packed ``[K, C_in, C_out]`` (see :mod:`emoserve.vocoder.fused`). Imp
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 import triton
@@ -252,6 +253,18 @@ def _check_activation(x: torch.Tensor, channels: int, what: str) -> None:
         raise ValueError(f"{what}: expected a contiguous [B, T, {channels}] tensor, got {tuple(x.shape)}")
 
 
+def _check_outputs(what: str, shape: tuple[int, ...], **tensors: torch.Tensor | None) -> None:
+    """Raises ValueError unless each given tensor (None: absent) is contiguous and of ``shape``."""
+    for name, t in tensors.items():
+        if t is not None and (tuple(t.shape) != shape or not t.is_contiguous()):
+            raise ValueError(f"{what} {name}: expected contiguous {shape}, got {tuple(t.shape)}")
+
+
+@lru_cache(maxsize=None)
+def _multiprocessors(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+
+
 def conv1d(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -287,9 +300,7 @@ def conv1d(
         raise ValueError(f"conv1d must keep the length: padding {padding}, dilation {dilation}, kernel {k}")
     batch, steps, _ = x.shape
     out = torch.empty(batch, steps, c_out, device=x.device, dtype=x.dtype) if out is None else out
-    for name, t in (("residual", residual), ("accumulate", accumulate), ("out", out)):
-        if t is not None and (t.shape != (batch, steps, c_out) or not t.is_contiguous()):
-            raise ValueError(f"conv1d {name}: expected contiguous {(batch, steps, c_out)}, got {tuple(t.shape)}")
+    _check_outputs("conv1d", (batch, steps, c_out), residual=residual, accumulate=accumulate, out=out)
     tile = tile or default_tile(c_in, c_out)
     tile.check(c_in, c_out)
     grid = (triton.cdiv(steps, tile.block_t), c_out // tile.block_n, batch)
@@ -392,15 +403,12 @@ def resblock_pair(
         raise ValueError("resblock_pair cannot write in place over its input")
     batch, steps, _ = x.shape
     out = torch.empty_like(x) if out is None else out
-    for name, t in (("accumulate", accumulate), ("out", out)):
-        if t is not None and (t.shape != x.shape or not t.is_contiguous()):
-            raise ValueError(f"resblock_pair {name}: expected contiguous {tuple(x.shape)}, got {tuple(t.shape)}")
+    _check_outputs("resblock_pair", tuple(x.shape), accumulate=accumulate, out=out)
     tile = tile or PairTile()
     tile.check(k)
     tiles_per_item = triton.cdiv(steps, tile.block_t - (k - 1))
     n_tiles = batch * tiles_per_item
-    sms = torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 1
-    programs = min(n_tiles, sms * tile.programs_per_sm)
+    programs = min(n_tiles, _multiprocessors(x.device) * tile.programs_per_sm)
     scratch = torch.empty(programs, tile.block_t, c, device=x.device, dtype=x.dtype)
     _pair_kernel[(programs,)](
         x, w1, b1, w2, b2, out if accumulate is None else accumulate, out, lengths, scratch,
