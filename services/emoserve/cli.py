@@ -143,7 +143,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _up(args: argparse.Namespace) -> int:
     from emoserve.launcher import up
 
-    return up(args.model, args.device, args.precision, args.host, args.port, args.config)
+    return up(args.model, args.device, args.precision, args.host, args.port, args.config, args.colocate)
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -195,9 +195,22 @@ def _voices(args: argparse.Namespace) -> int:
     return 0
 
 
+def _service_kind(value: str) -> str:
+    """``gateway``, a stage, or stages joined by ``+`` (``acoustic+vocoder``)."""
+    from emoserve.serve import STAGES
+
+    parts = value.split("+")
+    if value == "gateway" or (all(p in STAGES for p in parts) and len(set(parts)) == len(parts)):
+        return value
+    raise argparse.ArgumentTypeError(
+        f"{value!r}: choose gateway, or one or more of {', '.join(STAGES)} joined by '+' (each once)"
+    )
+
+
 def _add_servers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="run one service: a stage or the gateway")
-    p.add_argument("kind", choices=["encoder", "acoustic", "vocoder", "gateway"])
+    p = sub.add_parser("serve", help="run one service: a stage (or several, e.g. acoustic+vocoder) or the gateway")
+    p.add_argument("kind", type=_service_kind, metavar="{encoder,acoustic,vocoder,gateway}",
+                   help="what to serve; stages joined by '+' share one process and its CUDA context")
     p.add_argument("--model", help="model directory (stages)")
     p.add_argument("--host", help="interface to listen on (default 0.0.0.0)")
     p.add_argument("--port", type=int, default=50051, help="gRPC port (0 = any free port)")
@@ -228,6 +241,9 @@ def _add_servers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="gateway interface (0.0.0.0 to accept remote clients)")
     p.add_argument("--port", type=int, default=50051, help="gateway port")
     p.add_argument("--config", help="YAML configuration file applied to every service")
+    p.add_argument("--colocate", action="store_true",
+                   help="serve the acoustic model and the vocoder from one process (one CUDA context): lower "
+                        "latency at low load, less throughput at high load")
     p.set_defaults(handler=_up)
 
 

@@ -1,10 +1,12 @@
-"""``emoserve up``: the whole pipeline on one machine, one process per service.
+"""``emoserve up``: the whole pipeline on one machine.
 
-Starts the three stages on free loopback ports, waits until each reports SERVING, then starts the gateway
-on the requested port; every service's Prometheus endpoint gets a free port too. Prints one line per service,
-``SERVICE grpc=HOST:PORT metrics=http://HOST:PORT/metrics``. Ctrl-C / SIGTERM drains the gateway first, then
-the stages. Without a model directory it serves the demo voice shipped in the package
-(:data:`emoserve.models.DEMO_MODEL`).
+Starts the stages on free loopback ports, waits until each reports SERVING, then starts the gateway on the
+requested port; every service's Prometheus endpoint gets a free port too. Each stage has its own process;
+``--colocate`` serves the acoustic model and the vocoder from one (``acoustic+vocoder``, one CUDA context: no
+time slicing of the GPU between them, but one GIL), which lowers latency at low load and costs throughput at
+high load (README, Performance). Prints one line per process, ``NAME grpc=HOST:PORT
+metrics=http://HOST:PORT/metrics``. Ctrl-C / SIGTERM drains the gateway first, then the stages. Without a model
+directory it serves the demo voice shipped in the package (:data:`emoserve.models.DEMO_MODEL`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from emoserve.models import DEMO_MODEL
 
 STAGE_ORDER = ("encoder", "acoustic", "vocoder")
+GPU_SHARED = ("acoustic", "vocoder")
+"""The stages ``--colocate`` serves from one process."""
 START_TIMEOUT_S = 600.0
 STOP_TIMEOUT_S = 30.0
 
@@ -95,8 +99,17 @@ def stop_all(children: list[Child]) -> None:
                 child.process.wait()
 
 
-def up(model: str | None, device: str, precision: str, host: str, port: int, config: str | None = None) -> int:
-    """Runs the pipeline until interrupted. Returns the process exit code."""
+def stage_processes(colocate: bool = False) -> list[str]:
+    """What each stage process serves: one stage each, or with ``colocate`` the acoustic model and the vocoder
+    together (``acoustic+vocoder``)."""
+    if not colocate:
+        return list(STAGE_ORDER)
+    return [s for s in STAGE_ORDER if s not in GPU_SHARED] + ["+".join(GPU_SHARED)]
+
+
+def up(model: str | None, device: str, precision: str, host: str, port: int, config: str | None = None,
+       colocate: bool = False) -> int:
+    """Runs the pipeline until interrupted (``colocate``: see :func:`stage_processes`). Returns the exit code."""
     try:
         model_dir = str(model or default_model_dir())
     except FileNotFoundError as exc:
@@ -110,11 +123,11 @@ def up(model: str | None, device: str, precision: str, host: str, port: int, con
 
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        for stage in STAGE_ORDER:
-            children.append(_spawn(stage, ["--model", model_dir, *common], "127.0.0.1", free_port("127.0.0.1")))
+        for name in stage_processes(colocate):
+            children.append(_spawn(name, ["--model", model_dir, *common], "127.0.0.1", free_port("127.0.0.1")))
         for child in children:
             wait_serving(child)
-        stages = [f"--{c.name}={c.address}" for c in children]
+        stages = [f"--{stage}={c.address}" for c in children for stage in c.name.split("+")]
         gateway = _spawn("gateway", [*stages, *(["--config", config] if config else [])], host, port)
         children.append(gateway)
         wait_serving(gateway)

@@ -96,7 +96,8 @@ async def run_until_signal(server: StageServer, on_ready: Callable[[StageServer]
 
 async def serve(kind: str, config: StageConfig, model_dir: str = "", stages: StageAddresses | None = None,
                 on_ready: Callable[[StageServer], None] | None = None) -> None:
-    """Runs one process until SIGTERM/SIGINT: a stage over ``model_dir``, or the gateway over ``stages``."""
+    """Runs one process until SIGTERM/SIGINT: a stage over ``model_dir`` (or several joined by ``+``, e.g.
+    ``acoustic+vocoder``, in one server), or the gateway over ``stages``."""
     if kind == "gateway":
         if stages is None:
             raise ValueError("the gateway needs the addresses of the encoder, acoustic and vocoder stages")
@@ -105,5 +106,5 @@ async def serve(kind: str, config: StageConfig, model_dir: str = "", stages: Sta
     else:
         from emoserve.runtime.stage import start_stage
 
-        server = await start_stage(build_stage(kind, model_dir, config))
+        server = await start_stage(*(build_stage(stage, model_dir, config) for stage in kind.split("+")))
     await run_until_signal(server, on_ready)

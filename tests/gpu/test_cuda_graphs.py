@@ -56,3 +56,24 @@ def test_graph_style_encoder_matches_eager(tiny_model):
     out = graphs.embed(texts)
     assert graphs.graphs is not None, "capture fell back to eager"
     assert (eager - out).abs().max().item() <= 1e-4
+
+
+def test_graph_engines_give_concurrent_threads_their_own_results(tiny_model):
+    """Two worker threads (``batching.instances: 2``) replaying the same graphs never see each other's data."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    vocoder = VocoderEngine(tiny_model, "cuda", "fp16", max_batch=2, cuda_graphs=True)
+    acoustic = AcousticEngine(tiny_model, "cuda", "fp16", max_batch=2, cuda_graphs=True)
+    gen = torch.Generator().manual_seed(1)
+    mels = [torch.randn(80, 40, generator=gen).half() for _ in range(6)]
+    items = [_items(tiny_model, [20 + i], seed=i) for i in range(6)]
+    expected_wav = [vocoder.run([VocodeJob(m)])[0] for m in mels]
+    expected_mel = [acoustic.run(it)[0].mel for it in items]
+
+    def work(i: int) -> bool:
+        k = i % 6
+        same_wav = np.array_equal(vocoder.run([VocodeJob(mels[k])])[0], expected_wav[k])
+        return same_wav and torch.equal(acoustic.run(items[k])[0].mel, expected_mel[k])
+
+    with ThreadPoolExecutor(2) as pool:
+        assert all(pool.map(work, range(60)))

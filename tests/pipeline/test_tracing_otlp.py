@@ -59,7 +59,7 @@ def test_one_request_one_trace_in_memory(loop_thread: LoopThread, tiny_model_pat
         try:
             for kind in STAGE_KINDS:
                 services[kind] = build_stage(kind, str(tiny_model_path), stage_config())
-                servers.append(await start_stage(services[kind], telemetry[kind]))
+                servers.append(await start_stage(services[kind], telemetry=telemetry[kind]))
             addresses = StageAddresses(*([f"{HOST}:{s.port}"] for s in servers))
             gateway, _ = await start_gateway(stage_config(), addresses, telemetry["gateway"])
             servers.insert(0, gateway)

@@ -25,20 +25,21 @@ from tests.pipeline.test_synthesize import TEXT, encoded_tokens
 pytestmark = pytest.mark.timeout(240)
 
 START_TIMEOUT_S = 120.0
-SERVICE_LINE = re.compile(r"(?P<name>\w+) grpc=(?P<grpc>\S+) metrics=(?P<metrics>http://127\.0\.0\.1:\d+/metrics)")
+SERVICE_LINE = re.compile(r"(?P<name>[\w+]+) grpc=(?P<grpc>\S+) metrics=(?P<metrics>http://127\.0\.0\.1:\d+/metrics)")
 STOP_TIMEOUT_S = 30.0
 
 
 class Up:
     """A running ``python -m emoserve up`` with its stdout lines collected by a reader thread."""
 
-    def __init__(self, model: Path, port: int, tmp: Path) -> None:
+    def __init__(self, model: Path, port: int, tmp: Path, *extra: str) -> None:
         env = {**os.environ, "XDG_CACHE_HOME": str(tmp / "cache"), "PYTHONUNBUFFERED": "1"}
         env = {k: v for k, v in env.items() if not k.startswith("EMOSERVE_")}
         self.stderr_path = tmp / "up.stderr"
         self._stderr = open(self.stderr_path, "wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "emoserve", "up", "--model", str(model), "--port", str(port), "--device", "cpu"],
+            [sys.executable, "-m", "emoserve", "up", "--model", str(model), "--port", str(port), "--device", "cpu",
+             *extra],
             stdout=subprocess.PIPE, stderr=self._stderr, env=env, text=True, cwd=tmp,
         )
         self.lines: list[str] = []
@@ -117,9 +118,10 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def up(tiny_model_path: Path, tmp_path: Path) -> Iterator[tuple[Up, str]]:
+def up(tiny_model_path: Path, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Up, str]]:
+    """``emoserve up`` on the tiny model (extra arguments: ``@pytest.mark.parametrize("up", [...], indirect=True)``)."""
     port = free_port()
-    process = Up(tiny_model_path, port, tmp_path)
+    process = Up(tiny_model_path, port, tmp_path, *getattr(request, "param", ()))
     try:
         yield process, f"{HOST}:{port}"
     finally:
@@ -174,3 +176,25 @@ def test_emoserve_up_serves_then_stops_cleanly_on_sigterm(
     assert not left, f"emoserve serve processes left behind: {[cmdline(p) for p in left]}"
     stderr = process.stderr_path.read_text(errors="replace")
     assert "Traceback" not in stderr, stderr[-4000:]
+
+
+@pytest.mark.parametrize("up", [("--colocate",)], indirect=True)
+def test_emoserve_up_colocate_serves_acoustic_and_vocoder_from_one_process(
+    up: tuple[Up, str], pipeline: Pipeline, tmp_path: Path
+) -> None:
+    process, target = up
+    process.wait_for_line("emoserve is up", START_TIMEOUT_S)
+    services = [m for m in map(SERVICE_LINE.fullmatch, process.lines) if m]
+    assert sorted(m["name"] for m in services) == ["acoustic+vocoder", "encoder", "gateway"], process.lines
+    colocated = next(m for m in services if m["name"] == "acoustic+vocoder")
+    with urllib.request.urlopen(colocated["metrics"], timeout=5) as reply:
+        metrics = reply.read().decode()
+    assert 'emoserve_pending_requests{stage="acoustic"}' in metrics and 'stage="vocoder"' in metrics
+    assert len(children_of(process.process.pid)) == 3
+
+    samples = encoded_tokens(pipeline, TEXT)[0] * FRAMES_PER_PHONEME * 256
+    for i in range(2):
+        out = run_cli("synth", TEXT, "--target", target, "-o", str(tmp_path / f"out{i}.wav"), cwd=tmp_path)
+        assert "wrote" in out.stdout
+        with wave.open(str(tmp_path / f"out{i}.wav")) as w:
+            assert w.getnframes() == samples

@@ -225,6 +225,22 @@ def test_lower_priority_number_is_served_first() -> None:
     asyncio.run(body())
 
 
+@pytest.mark.parametrize("mix", [True, False])
+def test_mix_priorities_decides_whether_lower_priorities_fill_a_batch(mix: bool) -> None:
+    async def body() -> None:
+        rec = Recorder()
+        batcher = make(rec, max_batch_size=4, priority_levels=2, mix_priorities=mix)
+        blocker = await occupy(batcher, rec)
+        tasks = [asyncio.create_task(batcher.submit(item, priority=prio)) for item, prio in ((1, 1), (2, 0), (3, 1))]
+        await wait_pending(batcher, 3)
+        rec.release()
+        await asyncio.gather(*tasks, blocker)
+        assert rec.batches == ([[2, 1, 3]] if mix else [[2], [1, 3]])
+        await batcher.close()
+
+    asyncio.run(body())
+
+
 def test_length_bucketing_groups_similar_lengths() -> None:
     async def body() -> None:
         rec = Recorder()
@@ -351,6 +367,34 @@ def test_execute_runs_in_a_worker_thread_keeping_the_loop_responsive() -> None:
             await asyncio.sleep(0.01)
             ticks += 1
         assert ticks >= 10  # the loop kept running while execute slept
+        await batcher.close()
+
+    asyncio.run(body())
+
+
+@pytest.mark.parametrize("instances", [1, 2])
+def test_instances_bound_the_batches_executing_at_once(instances: int) -> None:
+    """With ``instances`` worker threads, that many batches run together; one more waits for a free one."""
+    inside, peak, lock = 0, 0, threading.Lock()
+    both_in = threading.Event()
+
+    def execute(items: list[int]) -> list[int]:
+        nonlocal inside, peak
+        with lock:
+            inside += 1
+            peak = max(peak, inside)
+            if inside == 2:
+                both_in.set()
+        both_in.wait(0.3)  # holds the batch until a second one runs beside it (or 0.3 s passed)
+        with lock:
+            inside -= 1
+        return items
+
+    async def body() -> None:
+        batcher = DynamicBatcher(execute, BatchingConfig(max_batch_size=1, max_queue_delay_us=0, instances=instances),
+                                 name="t")
+        assert await asyncio.gather(*(batcher.submit(i) for i in range(3))) == [0, 1, 2]
+        assert peak == instances
         await batcher.close()
 
     asyncio.run(body())

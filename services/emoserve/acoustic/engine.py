@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from emoserve.model.acoustic import Prosody
-from emoserve.model.graphs import GraphCache, bucket_up, geometric_buckets, power_of_two_buckets
+from emoserve.model.graphs import GraphCache, bucket_up, geometric_buckets, power_of_two_buckets, side_stream, to_host
 from emoserve.model.modeldir import ModelDir
 
 
@@ -111,6 +111,7 @@ class AcousticEngine:
     ) -> None:
         self.model = model_dir.load_acoustic(device, precision)
         self.device = torch.device(device)
+        self.stream = side_stream(self.device)
         self.dtype = next(self.model.parameters()).dtype
         self.wire_dtype = wire_dtype
         cfg = self.model.config
@@ -144,6 +145,10 @@ class AcousticEngine:
 
     def run(self, items: list[AcousticItem]) -> list[AcousticResult]:
         """Synthesises a batch; items must have passed :meth:`check`."""
+        with torch.cuda.stream(self.stream):
+            return self._run(items)
+
+    def _run(self, items: list[AcousticItem]) -> list[AcousticResult]:
         n, tokens = len(items), max(len(it.ids) for it in items)
         batch = bucket_up(n, self.batch_buckets) if self.graphs else None
         token_bucket = bucket_up(tokens, self.token_buckets) if self.graphs else None
@@ -156,7 +161,8 @@ class AcousticEngine:
                 hidden, durations, _, _, token_mask = self.graphs["encode"].run(
                     (batch, token_bucket), inputs, lambda outs: tuple(t.clone() for t in outs)
                 )
-            frames = durations[:n].sum(-1).tolist()
+            (totals,) = to_host(durations[:n].sum(-1))
+            frames = totals.tolist()
             n_frames = max(frames)
             frame_bucket = bucket_up(n_frames, self.frame_buckets) if batch is not None and token_bucket else None
             if frame_bucket is None:
@@ -170,10 +176,11 @@ class AcousticEngine:
                     self.frame_index[:frame_bucket],
                 )
                 mel = self.graphs["decode"].run(
-                    (batch, frame_bucket), decode_inputs, lambda outs: outs[0][:n, :, :n_frames].to(self.wire_dtype)
+                    (batch, frame_bucket), decode_inputs,
+                    lambda outs: outs[0][:n, :, :n_frames].to(self.wire_dtype, copy=True),
                 )
-            mel = mel[:n].to(self.wire_dtype).cpu()
-            durations = durations[:n].to(torch.int32).cpu().numpy()
+            mel, durations = to_host(mel[:n].to(self.wire_dtype), durations[:n].to(torch.int32))
+            durations = durations.numpy()
         return [
             AcousticResult(mel=mel[b, :, : frames[b]], durations=durations[b, : len(it.ids)])
             for b, it in enumerate(items)
@@ -186,7 +193,7 @@ class AcousticEngine:
         if not self.graphs:
             self.run([item])
             return
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.cuda.stream(self.stream):
             for batch in self.batch_buckets:
                 for tokens in self.token_buckets:
                     self.graphs["encode"].run((batch, tokens), self._inputs([item], batch, tokens), lambda outs: None)

@@ -41,6 +41,32 @@ def geometric_buckets(low: int, high: int, factor: float = 1.25, multiple: int =
         size = int(size * factor) + 1
 
 
+def to_host(*tensors: torch.Tensor) -> Tensors:
+    """Copies tensors to host memory, waiting only for the GPU work queued before the copies.
+
+    ``tensor.cpu()`` waits for everything queued on the stream, including batches that other worker threads
+    queued after this one (``batching.instances`` > 1); this copies into pinned buffers asynchronously and
+    waits on an event recorded right after the copies. Tensors already on the host are returned as they are.
+    """
+    if not any(t.is_cuda for t in tensors):
+        return tensors
+    host = tuple(torch.empty(t.shape, dtype=t.dtype, pin_memory=True) if t.is_cuda else t for t in tensors)
+    for target, source in zip(host, tensors):
+        if source.is_cuda:
+            target.copy_(source, non_blocking=True)
+    copied = torch.cuda.Event()
+    copied.record()
+    copied.synchronize()
+    return host
+
+
+def side_stream(device: torch.device) -> torch.cuda.Stream | None:
+    """A CUDA stream of an engine's own on a CUDA ``device`` (None elsewhere: ``torch.cuda.stream(None)`` is a
+    no-op). Engines sharing a process and a GPU each queue their work on their own stream, so neither waits
+    for the other's kernels, and :func:`to_host` waits only for its own."""
+    return torch.cuda.Stream(device) if device.type == "cuda" else None
+
+
 class CapturedGraph:
     """``fn`` captured once for fixed input shapes and dtypes.
 
@@ -85,8 +111,9 @@ class GraphCache:
     def run(self, key: tuple, inputs: Tensors, take: Callable[[Tensors], R]) -> R:
         """Replays (capturing first if needed) the graph for ``key`` on ``inputs`` already padded to it.
 
-        ``take`` receives the static outputs and must copy what it keeps (it runs under the cache's lock, so
-        no other replay overwrites them meanwhile).
+        ``take`` receives the static outputs and must copy what it keeps on the device (it runs under the
+        cache's lock, so no other replay overwrites them meanwhile); copy to the host after this returns
+        (:func:`to_host`), so that another thread's replay is queued while this one's results travel.
         """
         with self.lock:
             graph = self.graphs.get(key)

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-from emoserve.model.graphs import GraphCache, bucket_up, geometric_buckets, power_of_two_buckets
+from emoserve.model.graphs import GraphCache, bucket_up, geometric_buckets, power_of_two_buckets, to_host
 
 if TYPE_CHECKING:
     from emoserve.model.modeldir import ModelDir
@@ -208,11 +208,14 @@ class StyleEncoder:
                 padded[1][n:, 0] = 1  # padding rows attend to one token (an all-masked row would be NaN)
                 staged = tuple(t.pin_memory().to(self.device, non_blocking=True) for t in padded)
                 try:
-                    return self.graphs.run((rows, cols), staged, lambda outs: outs[0][:n].float().cpu())
+                    pooled = self.graphs.run(
+                        (rows, cols), staged, lambda outs: outs[0][:n].to(torch.float32, copy=True)
+                    )
+                    return to_host(pooled)[0]
                 except RuntimeError as exc:  # e.g. a host synchronisation inside the model's forward
                     log.warning("style encoder: CUDA graph capture failed (%s); running eagerly", exc)
                     self.graphs = None
-        return self._pooled(*(t.to(self.device) for t in inputs))[0].float().cpu()
+        return to_host(self._pooled(*(t.to(self.device) for t in inputs))[0].float())[0]
 
     def warmup(self) -> None:
         """Captures every graph bucket (or runs once eagerly)."""

@@ -7,6 +7,7 @@ batches and runs ``execute(items) -> results`` in a worker thread:
   preferred batch size can be formed, or when the oldest queued item has waited
   ``max_queue_delay_us``;
 * lower priority numbers are served first; within a priority, oldest first;
+  free places are filled from lower priorities unless ``mix_priorities`` is off;
 * with length bucketing, when more items are queued than fit, the batch is the
   oldest item plus the queued items closest to it in length (less padding);
   the oldest item is always included, so nothing starves within its priority;
@@ -136,10 +137,10 @@ class DynamicBatcher(Generic[T, R]):
             None disables bucketing.
         name: Batcher name for stats, logs and errors.
         executor: Executor running ``execute``; default: a dedicated pool of
-            ``instances`` threads, shut down by :meth:`close`.
-        instances: Batches allowed to execute concurrently (like Triton's
-            instance count). While all are busy, the queue keeps filling, so
-            batches grow under load.
+            ``config.instances`` threads, shut down by :meth:`close`. At most
+            ``config.instances`` batches execute at once (Triton's instance
+            count); while all are busy, the queue keeps filling, so batches
+            grow under load.
         observer: Telemetry sink; the public attribute ``observer`` may be set later, before serving.
     """
 
@@ -151,19 +152,16 @@ class DynamicBatcher(Generic[T, R]):
         length_of: Callable[[T], int] | None = None,
         name: str,
         executor: Executor | None = None,
-        instances: int = 1,
         observer: BatchObserver | None = None,
     ) -> None:
-        if instances < 1:
-            raise ValueError(f"instances must be >= 1, got {instances!r}")
         self.name = name
         self.config = config
         self._execute = execute
         self._length_of = length_of
         self._owns_executor = executor is None
-        self._executor = executor or ThreadPoolExecutor(instances, thread_name_prefix=f"batcher-{name}")
+        self._executor = executor or ThreadPoolExecutor(config.instances, thread_name_prefix=f"batcher-{name}")
         self.observer = observer
-        self._slots = asyncio.Semaphore(instances)
+        self._slots = asyncio.Semaphore(config.instances)
         self._queue: list[_Entry[T]] = []
         self._wakeup = asyncio.Event()
         self._scheduler: asyncio.Task | None = None
@@ -325,6 +323,8 @@ class DynamicBatcher(Generic[T, R]):
         for entry in self._queue:  # queue order = arrival order
             levels.setdefault(self.config.priority_levels if entry.demoted else entry.priority, []).append(entry)
         ordered = [levels[p] for p in sorted(levels)]
+        if not self.config.mix_priorities:
+            ordered = ordered[:1]
         head = ordered[0][0]
         bucketing = self.config.length_bucketing and self._length_of is not None
         batch: list[_Entry[T]] = []

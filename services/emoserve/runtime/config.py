@@ -128,9 +128,16 @@ class BatchingConfig(_Validated):
     serves the first chunk of each stream at priority 0 and later chunks at 1."""
     length_bucketing: bool = True
     """Build batches from requests of similar length (less padding) when more are queued than fit."""
+    mix_priorities: bool = True
+    """Fill a batch's free places with requests of lower priorities (Triton's behaviour). False keeps every batch
+    to one priority level: a batch of first chunks stays small and fast instead of carrying later chunks."""
+    instances: int = 1
+    """Batches executed at once, each in its own worker thread (Triton's ``instance_group`` count). On a GPU,
+    2 can overlap one batch's host work with the other's kernels; measure it (README, Performance)."""
 
     def _check(self) -> None:
         self._require(self.max_batch_size >= 1, "max_batch_size", ">= 1")
+        self._require(self.instances >= 1, "instances", ">= 1")
         self._require(self.max_queue_delay_us >= 0, "max_queue_delay_us", ">= 0")
         self._require(
             all(1 <= s <= self.max_batch_size for s in self.preferred_batch_sizes),
@@ -260,7 +267,8 @@ class StreamingConfig(_Validated):
     first_chunk_frames: int = 8
     """Mel frames in a stream's first chunk (8 frames = 128 ms at 16 kHz, hop 256): smaller = earlier audio."""
     max_chunk_frames: int = 128
-    """Chunks double in size after the first, up to this many frames."""
+    """Mel frames in each chunk after the first (the last may be shorter): equal chunks batch across streams
+    without padding, and few of them keep the per-chunk overhead low."""
 
     def _check(self) -> None:
         self._require(self.first_chunk_frames >= 1, "first_chunk_frames", ">= 1")

@@ -12,7 +12,9 @@ FULL_SCALE = 32767.0
 
 
 def to_pcm16(wave: np.ndarray) -> np.ndarray:
-    """Float samples in [-1, 1] (clipped beyond) → int16."""
+    """Float samples in [-1, 1] (clipped beyond) → int16; int16 samples are already PCM and pass unchanged."""
+    if wave.dtype == np.int16:
+        return wave
     return np.rint(np.clip(wave, -1.0, 1.0) * FULL_SCALE).astype(np.int16)
 
 

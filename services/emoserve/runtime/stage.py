@@ -1,7 +1,8 @@
 """What every stage servicer shares: the engine-behind-a-batcher shell, error mapping, timings, start-up.
 
 A stage subclasses :class:`StageService` (its engine, the length of a batch item, its RPCs);
-:func:`start_stage` does the rest: bind, health NOT_SERVING, load + warm-up, SERVING; shutdown drains.
+:func:`start_stage` does the rest: bind, health NOT_SERVING, load + warm-up, SERVING; shutdown drains. One
+process may serve several stages.
 """
 
 from __future__ import annotations
@@ -140,25 +141,35 @@ class StageService:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.stage} is loading its model")
 
 
-async def start_stage(service: StageService, telemetry: Telemetry | None = None) -> StageServer:
-    """Binds (health NOT_SERVING), loads and warms the model in a worker thread, then reports SERVING.
+async def start_stage(*services: StageService, telemetry: Telemetry | None = None) -> StageServer:
+    """Binds (health NOT_SERVING), loads and warms the models in a worker thread, then reports SERVING.
 
-    ``telemetry`` (default: from ``service.config.metrics`` and the ``OTEL_*`` variables) observes the stage's
-    RPCs, batcher and engine. Shutdown (:meth:`StageServer.stop`) drains the stage's batcher after in-flight
-    RPCs finish.
+    Several stages in one process share one server and one CUDA context: on a GPU they share, their kernels
+    interleave inside that context instead of time-slicing the GPU between processes (``emoserve up
+    --colocate``). They are configured alike (the first service's server settings).
+
+    ``telemetry`` (default: from the first service's ``config.metrics`` and the ``OTEL_*`` variables) observes
+    the stages' RPCs, batchers and engines. Shutdown (:meth:`StageServer.stop`) drains every batcher after
+    in-flight RPCs finish.
     """
-    telemetry = telemetry or Telemetry(service.stage, service.config.metrics)
-    telemetry.instrument_stage(service)
-    server = StageServer(service.config.server, name=service.stage, telemetry=telemetry)
-    server.add_service(stages_pb2.DESCRIPTOR.services_by_name[service.service], service, service.add_to_server)
-    server.add_shutdown_hook(service.batcher.close)
+    if not services:
+        raise ValueError("start_stage needs at least one stage")
+    first = services[0]
+    name = "+".join(service.stage for service in services)
+    telemetry = telemetry or Telemetry(name, first.config.metrics)
+    server = StageServer(first.config.server, name=name, telemetry=telemetry)
+    for service in services:
+        telemetry.instrument_stage(service)
+        server.add_service(stages_pb2.DESCRIPTOR.services_by_name[service.service], service, service.add_to_server)
+        server.add_shutdown_hook(service.batcher.close)
     await server.start()
     try:
-        await asyncio.get_running_loop().run_in_executor(None, service.load)
+        for service in services:
+            await asyncio.get_running_loop().run_in_executor(None, service.load)
     except BaseException:
         await server.stop(0)
         raise
-    service.loaded = True
+    for service in services:
+        service.loaded = True
     await server.mark_ready()
     return server
-

@@ -301,26 +301,36 @@ class _ServerInterceptor(grpc.aio.ServerInterceptor):
 # -- stage (batcher) and gateway instruments -----------------------------------------------------------------
 
 
-class _StageObserver:
-    """Batcher telemetry of one stage (a :class:`~emoserve.runtime.batcher.BatchObserver`)."""
+class _StageInstruments:
+    """The batcher histograms and counter of one process (shared by the stages it serves)."""
 
-    def __init__(self, meter: Meter, engine: Callable[[], str], device: str, tracer: trace.Tracer | None) -> None:
-        self._engine = engine
-        self._device = device
-        self._tracer = tracer
-        self._queue = meter.create_histogram(
+    def __init__(self, meter: Meter) -> None:
+        self.queue = meter.create_histogram(
             "emoserve_queue_duration_seconds", unit="s", description="Time each item waited in the batcher queue."
         )
-        self._compute = meter.create_histogram(
+        self.compute = meter.create_histogram(
             "emoserve_compute_duration_seconds", unit="s", description="Execution time of each batch."
         )
-        self._batch = meter.create_histogram(
+        self.batch = meter.create_histogram(
             "emoserve_batch_size", unit="{request}", description="Items per executed batch."
         )
-        self._rejections = meter.create_counter(
+        self.rejections = meter.create_counter(
             "emoserve_queue_rejections_total", unit="{request}",
             description="Items that left the queue unexecuted: queue_full, timeout, closed, cancelled.",
         )
+
+
+class _StageObserver:
+    """Batcher telemetry of one stage (a :class:`~emoserve.runtime.batcher.BatchObserver`)."""
+
+    def __init__(
+        self, instruments: _StageInstruments, engine: Callable[[], str], device: str, tracer: trace.Tracer | None
+    ) -> None:
+        self._engine = engine
+        self._device = device
+        self._tracer = tracer
+        self._queue, self._compute = instruments.queue, instruments.compute
+        self._batch, self._rejections = instruments.batch, instruments.rejections
 
     def on_batch(self, batcher: str, batch_size: int, queue_s: Sequence[float], compute_s: float, failed: bool) -> None:
         labels = {"stage": batcher}
@@ -431,6 +441,9 @@ class Telemetry:
         else:
             self.meter = NoOpMeterProvider().get_meter(TRACER_NAME)
         self._rpc = _RpcMetrics(self.meter, service) if self.metrics_enabled else None
+        self._stage_instruments: _StageInstruments | None = None
+        self._stages: list[tuple[Any, Callable[[], str]]] = []
+        self._gpus: dict[str, int] = {}
         self._http: Any = None
         self._http_thread: Any = None
         self._port: int | None = None
@@ -488,13 +501,13 @@ class Telemetry:
 
     def instrument_stage(self, service: Any) -> None:
         """Observes a :class:`~emoserve.runtime.stage.StageService`: its batcher (queue, compute, batch size,
-        rejections, pending; ``queue``/``execute`` spans), its engine and, on CUDA, GPU memory.
+        rejections, pending; ``queue``/``execute`` spans), its engine and, on CUDA, GPU memory. A process serving
+        several stages calls this once per stage; the gauges report every stage (and each device once).
 
         Uses the service's ``stage``, ``device``, ``batcher``, ``engine`` (``.engine`` name, once loaded) and
         optional ``engine_reason``. A CUDA device is labelled with its index (``cuda:0``).
         """
-        stage, device = service.stage, service.device
-        index = None
+        device, index = service.device, None
         if device.startswith("cuda"):
             import torch
 
@@ -505,18 +518,35 @@ class Telemetry:
         def engine() -> str:
             return str(getattr(service.engine, "engine", "unknown"))
 
-        service.batcher.observer = _StageObserver(self.meter, engine, device, self._tracer)
+        if self._stage_instruments is None:
+            self._stage_instruments = _StageInstruments(self.meter)
+        service.batcher.observer = _StageObserver(self._stage_instruments, engine, device, self._tracer)
         if not self.metrics_enabled:
             return
+        first = not self._stages
+        self._stages.append((service, engine))
+        if index is not None:
+            self._gpus[device] = index
+        if first:
+            self._register_stage_gauges()
+
+    def _register_stage_gauges(self) -> None:
+        """The pending-requests, engine and GPU memory gauges, over every instrumented stage."""
 
         def pending(options: CallbackOptions) -> Iterable[Observation]:
-            return [Observation(service.batcher.stats().pending, {"stage": stage})]
+            return [Observation(s.batcher.stats().pending, {"stage": s.stage}) for s, _ in self._stages]
 
         def engine_info(options: CallbackOptions) -> Iterable[Observation]:
-            if service.engine is None:
-                return []
-            reason = str(getattr(service, "engine_reason", "configured"))
-            return [Observation(1, {"stage": stage, "engine": engine(), "reason": reason})]
+            return [
+                Observation(1, {"stage": s.stage, "engine": engine(), "reason": str(getattr(s, "engine_reason",
+                                                                                            "configured"))})
+                for s, engine in self._stages if s.engine is not None
+            ]
+
+        def gpu_memory(options: CallbackOptions) -> Iterable[Observation]:
+            import torch
+
+            return [Observation(torch.cuda.memory_allocated(i), {"device": d}) for d, i in self._gpus.items()]
 
         self.meter.create_observable_gauge(
             "emoserve_pending_requests", callbacks=[pending], unit="{request}",
@@ -525,16 +555,10 @@ class Telemetry:
         self.meter.create_observable_gauge(
             "emoserve_engine_info", callbacks=[engine_info], description="1 for the engine a stage runs, and why."
         )
-        if index is not None:
-            import torch
-
-            def gpu_memory(options: CallbackOptions) -> Iterable[Observation]:
-                return [Observation(torch.cuda.memory_allocated(index), {"device": device})]
-
-            self.meter.create_observable_gauge(
-                "emoserve_gpu_memory_used_bytes", callbacks=[gpu_memory], unit="By",
-                description="GPU memory held by tensors (torch.cuda.memory_allocated).",
-            )
+        self.meter.create_observable_gauge(
+            "emoserve_gpu_memory_used_bytes", callbacks=[gpu_memory], unit="By",
+            description="GPU memory held by tensors (torch.cuda.memory_allocated).",
+        )
 
     def gateway_metrics(self) -> GatewayMetrics:
         """The gateway's time-to-first-audio, end-to-end and audio instruments."""

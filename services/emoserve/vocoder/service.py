@@ -15,7 +15,7 @@ from emoserve.runtime.stage import StageService, answer, deadline_s, timing
 from emoserve.runtime.tensors import TensorSpec, decode_torch, encode
 from emoserve.v1 import stages_pb2, stages_pb2_grpc
 from emoserve.vocoder.engine import VocodeJob, VocoderEngine
-from emoserve.vocoder.streaming import chunk_plan, receptive_field_frames
+from emoserve.vocoder.streaming import chunk_plan, receptive_field_frames, window_frames
 
 MAX_FRAMES = 20000
 """Longest mel accepted in one call (320 s at 62.5 frames/s)."""
@@ -35,10 +35,16 @@ class VocoderService(StageService, stages_pb2_grpc.VocoderServicer):
         self.context_frames = receptive_field_frames(model_dir.manifest.vocoder)
 
     def build_engine(self) -> VocoderEngine:
-        return VocoderEngine(self.model_dir, self.device, self.precision, self.config.batching.max_batch_size)
+        cfg = self.config.streaming
+        return VocoderEngine(
+            self.model_dir, self.device, self.precision, self.config.batching.max_batch_size,
+            exact_frames=window_frames(cfg.first_chunk_frames, cfg.max_chunk_frames, self.context_frames),
+            pcm16=True,
+        )
 
     def execute(self, jobs: list[VocodeJob]) -> list[np.ndarray | Exception]:
-        """Vocodes a batch and converts each waveform to 16-bit PCM, the wire format, in the worker thread."""
+        """Vocodes a batch into 16-bit PCM, the wire format (engines that return float samples are converted in
+        the worker thread)."""
         return [w if isinstance(w, Exception) else to_pcm16(w) for w in self.engine.run(jobs)]
 
     @staticmethod

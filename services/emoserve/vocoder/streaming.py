@@ -45,9 +45,11 @@ class Chunk:
 
 
 def chunk_plan(n_frames: int, first_frames: int, max_frames: int, context: int) -> list[Chunk]:
-    """Splits ``n_frames`` into chunks that start small and double up to ``max_frames``.
+    """Splits ``n_frames`` into a first chunk of ``first_frames`` and then chunks of ``max_frames``.
 
-    A small first chunk makes the first audio early; larger later chunks keep the context overhead low.
+    The small first chunk makes the first audio early. The later chunks are equal, so chunks of many streams
+    batch without padding, and large, so the context vocoded twice and the per-chunk overhead stay small; a
+    tail shorter than half a chunk is folded into the chunk before it.
 
     Raises:
         ValueError: non-positive sizes or ``first_frames > max_frames``.
@@ -63,5 +65,10 @@ def chunk_plan(n_frames: int, first_frames: int, max_frames: int, context: int) 
         if n_frames - end < size // 2:  # fold a short tail into this chunk
             end = n_frames
         chunks.append(Chunk(len(chunks), start, end, max(0, start - context), min(n_frames, end + context)))
-        start, size = end, min(size * 2, max_frames)
+        start, size = end, max_frames
     return chunks
+
+
+def window_frames(first_frames: int, max_frames: int, context: int) -> tuple[int, int]:
+    """Vocoded frames of a stream's first chunk and of a full later chunk (what most chunks are)."""
+    return first_frames + context, max_frames + 2 * context
