@@ -308,7 +308,8 @@ class VocoderServicer:
 
     def VocodeStream(self, request, context):
         """Streams the waveform of a mel in chunks: a small first chunk (early first
-        audio), then chunks that double in size. Each chunk is vocoded with enough
+        audio), then equal chunks of `max_chunk_frames` (the last may be shorter,
+        or up to half a chunk longer). Each chunk is vocoded with enough
         mel context on both sides (the generator's receptive field) that the
         chunks concatenate to what `Vocode` returns. Chunks of concurrent streams
         are batched together; first chunks are served before later ones.
