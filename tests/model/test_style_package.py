@@ -84,7 +84,7 @@ def test_package_reference_gives_exactly_the_vectors_of_the_copied_fp16_folder(
 ) -> None:
     package = ModelDir(models["package"])
     assert package.style_dir == installed / PACKAGE / FOLDER and not (models["package"] / "style").exists()
-    assert package.style_weights_dtype == torch.float16
+    assert package.manifest.style.weights_dtype == torch.float16
     copied = StyleEncoder.for_model(ModelDir(models["copied"]), dtype=dtype).embed(TEXTS)
     referenced = StyleEncoder.for_model(package, dtype=dtype).embed(TEXTS)
     assert torch.equal(referenced, copied)

@@ -196,14 +196,14 @@ def resolve_style_graph(model_dir: ModelDir, cache_dir: str, int8: bool = False)
         ExportError: the export failed its check, or the cached file is not this model's.
     """
     style = model_dir.manifest.style
-    weights = style_sha256(model_dir.style_dir, model_dir.style_weights_dtype)
+    weights = style_sha256(model_dir.style_dir, style.weights_dtype)
     precision = "int8" if int8 else "fp32"
     key = f"{model_dir.manifest.name}-style-{weights[:16]}-v{STYLE_EXPORT_VERSION}"
     path = Path(cache_dir).expanduser() / "onnx" / key / f"style.{style.pooling}.{precision}.onnx"
     if not path.is_file():
         log.info("exporting the %s style encoder to %s (first use)", precision, path)
         export_style(model_dir.style_dir, style.pooling, path, max_tokens=style.max_tokens, int8=int8,
-                     weights_dtype=model_dir.style_weights_dtype)
+                     weights_dtype=style.weights_dtype)
     meta = read_metadata(path)
     expected = {"graph": "style", "precision": precision, "pooling": style.pooling, "weights_sha256": weights}
     wrong = {k: meta.get(k) for k, v in expected.items() if meta.get(k) != v}

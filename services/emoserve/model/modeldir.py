@@ -230,11 +230,6 @@ class ModelDir:
         return package_style_folder(style) if style.package else self.path / style.directory
 
     @property
-    def style_weights_dtype(self) -> torch.dtype | None:
-        """The dtype the style encoder's weights are rounded to on load (``style.dtype``), or None."""
-        return self.manifest.style.weights_dtype
-
-    @property
     def lexicon_path(self) -> Path | None:
         return None if self.manifest.lexicon is None else self.path / self.manifest.lexicon
 

@@ -177,7 +177,7 @@ class StyleEncoder:
         """
         style = model_dir.manifest.style
         return cls(model_dir.style_dir, style.pooling, style.max_tokens, device, cache_size, dtype,
-                   backend=backend, weights_dtype=model_dir.style_weights_dtype)
+                   backend=backend, weights_dtype=style.weights_dtype)
 
     @property
     def engine(self) -> str:

@@ -326,21 +326,20 @@ class _StageObserver:
     def __init__(
         self, instruments: _StageInstruments, engine: Callable[[], str], device: str, tracer: trace.Tracer | None
     ) -> None:
+        self._instruments = instruments
         self._engine = engine
         self._device = device
         self._tracer = tracer
-        self._queue, self._compute = instruments.queue, instruments.compute
-        self._batch, self._rejections = instruments.batch, instruments.rejections
 
     def on_batch(self, batcher: str, batch_size: int, queue_s: Sequence[float], compute_s: float, failed: bool) -> None:
         labels = {"stage": batcher}
         for waited in queue_s:
-            self._queue.record(waited, labels)
-        self._batch.record(batch_size, labels)
-        self._compute.record(compute_s, {"stage": batcher, "engine": self._engine(), "device": self._device})
+            self._instruments.queue.record(waited, labels)
+        self._instruments.batch.record(batch_size, labels)
+        self._instruments.compute.record(compute_s, {"stage": batcher, "engine": self._engine(), "device": self._device})
 
     def on_reject(self, batcher: str, reason: RejectReason) -> None:
-        self._rejections.add(1, {"stage": batcher, "reason": reason})
+        self._instruments.rejections.add(1, {"stage": batcher, "reason": reason})
 
     def on_item(self, batcher: str, enqueued: float, timed: Timed) -> None:
         """Records the item's ``queue`` and ``execute`` spans, children of the current (server) span."""

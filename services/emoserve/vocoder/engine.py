@@ -112,7 +112,7 @@ class VocoderEngine:
         return mel_on_device.to(self.dtype), lengths_on_device
 
     def _take(self, jobs: list[VocodeJob], wav: torch.Tensor) -> list[np.ndarray]:
-        wav = wav[: len(jobs)].float()
+        wav = wav.float()  # one row per job (the graph path cuts its padding rows off)
         if self.pcm16:
             wav = torch.round(wav.clamp(-1.0, 1.0) * FULL_SCALE).to(torch.int16)
         (host,) = to_host(wav)  # one device-to-host copy for the batch
