@@ -13,8 +13,9 @@ Variants: ``ref-fp32``, ``ref-fp16``, ``ref-bf16`` (the reference generator, cuD
 (the same with ``torch.backends.cudnn.benchmark``), ``fused-fp16``, ``fused-bf16``, ``fused-fp32``
 (:class:`emoserve.vocoder.fused.FusedHiFiGAN`, Triton), ``fused-fp16-unpaired`` (every convolution its own
 kernel, no fused resblock steps). ``--breakdown`` adds each generator's GPU time by
-kernel (one eager batch at the largest size, torch.profiler); ``--sweep`` times each Triton convolution
-alone under candidate block shapes and adds a ``fused-fp16-tuned`` variant with the fastest ones.
+kernel (one eager batch at the largest size, torch.profiler); ``--sweep`` times each upsampler and each resblock
+convolution (fused resblock step in the narrow stages) alone under candidate launch settings and adds a
+``fused-fp16-tuned`` variant with the fastest ones.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def time_graph(graph: torch.cuda.CUDAGraph, budget_s: float = 1.0, warmup: int =
     return statistics.median(samples)
 
 
-def build(name: str, model: HiFiGAN, tiles: dict | None = None) -> Generator:
+def build(name: str, model: HiFiGAN, tiles: dict | None = None, pair_tiles: dict | None = None) -> Generator:
     """The generator of a variant: ``fn(mel, lengths) -> wav`` on the model's device."""
     kind, precision = name.split("-")[0], name.split("-")[1]
     source = HiFiGAN(model.config).to(model.conv_pre.weight.device)
@@ -83,7 +84,8 @@ def build(name: str, model: HiFiGAN, tiles: dict | None = None) -> Generator:
     if kind == "ref":
         return source
     pair_max_channels = 0 if name.endswith("-unpaired") else 64  # -unpaired: every convolution its own kernel
-    return FusedHiFiGAN.from_model(source, backend="triton", tiles=tiles, pair_max_channels=pair_max_channels)
+    return FusedHiFiGAN.from_model(source, backend="triton", tiles=tiles, pair_max_channels=pair_max_channels,
+                                   pair_tiles=pair_tiles)
 
 
 def run_variant(name: str, fn: Generator, mel: torch.Tensor, lengths: torch.Tensor) -> tuple[float, torch.Tensor]:
@@ -126,67 +128,87 @@ def kernel_breakdown(fn: Generator, mel: torch.Tensor, lengths: torch.Tensor, to
     return out
 
 
-def _candidates(c_in: int, c_out: int, shapes: Iterable[tuple[int, int, int, int]]) -> list:
-    """The default tile of a convolution, then ``(block_t, block_n, num_warps, num_stages)`` alternatives."""
-    from emoserve.vocoder.kernels import Tile, default_tile
-
-    tiles = [default_tile(c_in, c_out)]
-    for block_t, block_n, warps, stages in shapes:
-        tile = Tile(block_t, min(block_n, c_out), min(c_in, 64), warps, stages)
-        if tile not in tiles:
-            tiles.append(tile)
-    return tiles
+def _candidates(default: object, alternatives: Iterable[object]) -> list:
+    """The default launch settings first, then the distinct alternatives."""
+    return list(dict.fromkeys([default, *alternatives]))
 
 
-CONV_SHAPES = ((64, 128, 4, 2), (128, 128, 8, 2), (256, 64, 8, 2), (128, 128, 8, 3))
-UPSAMPLE_SHAPES = ((64, 128, 4, 2), (128, 128, 8, 2))
+CONV_SHAPES = ((128, 128, 4, 3), (128, 128, 8, 3), (128, 256, 8, 3), (128, 128, 8, 1), (64, 128, 4, 3),
+               (128, 64, 4, 3))
+"""``(block_t, block_n, num_warps, num_stages)`` tried for convolutions and upsamplers."""
+PAIR_SHAPES = ((128, 4, 3, 4), (128, 4, 3, 6), (128, 4, 3, 12), (128, 4, 1, 8), (128, 4, 1, 12), (128, 2, 1, 16),
+               (128, 8, 1, 4), (256, 4, 1, 4))
+"""``(block_t, num_warps, num_stages, programs_per_sm)`` tried for the fused resblock steps."""
 
 
-def sweep(fused: FusedHiFiGAN, batch: int, frames: int) -> tuple[dict, list[dict]]:
-    """Times each upsampler and one resblock convolution per stage (the middle kernel size, second dilation)
-    alone per candidate tile, at ``batch`` × ``frames``; returns the fastest tile per ``(c_in, c_out)`` and
-    all rows."""
+def sweep(fused: FusedHiFiGAN, batch: int, frames: int) -> tuple[dict, dict, list[dict]]:
+    """Times each upsampler and each resblock kernel size of each stage (at the second dilation) alone per
+    candidate launch setting, at ``batch`` × ``frames``: a fused resblock step where the stage's channels
+    allow it, else one convolution. Returns the fastest tile per ``(c_in, c_out)`` (a stage's convolutions:
+    least time over its kernel sizes), the fastest pair tile per ``(channels, kernel_size)``, and all rows."""
     from triton.testing import do_bench
 
     from emoserve.model.vocoder import LRELU_SLOPE
     from emoserve.vocoder import kernels
 
-    best: dict = {}
+    tiles: dict = {}
+    pair_tiles: dict = {}
     rows: list[dict] = []
+
+    def time_all(row: dict, job: Callable, candidates: list, flop: float) -> list[tuple[float, object]]:
+        timings = []
+        for tile in candidates:
+            entry = {**row, "tile": repr(tile)}
+            try:
+                ms = do_bench(partial(job, tile=tile), warmup=25, rep=100, return_mode="median")
+            except Exception as exc:  # noqa: BLE001 - a tile the compiler rejects (shared memory) is skipped
+                rows.append({**entry, "error": f"{type(exc).__name__}: {exc}"[:200]})
+                continue
+            timings.append((ms, tile))
+            rows.append({**entry, "ms": ms, "tflops": flop / ms / 1e9})
+        return timings
+
     steps = frames
     dtype = fused.conv_pre.weight.dtype
     device = fused.conv_pre.weight.device
     for up, stage in zip(fused.ups, fused.resblocks):
-        c_in, c_out = (int(n) for n in up.weight.shape[1:])
+        c_in, c = (int(n) for n in up.weight.shape[1:])
         x = torch.randn(batch, steps, c_in, device=device).to(dtype)
+        lengths = torch.full((batch,), steps * up.stride, dtype=torch.long, device=device)  # no masking
+        flop = 2 * c_in * c * up.kernel_size * steps * batch
+        default = kernels.default_tile(c_in, c, dtype.itemsize)
+        candidates = _candidates(default, (kernels.Tile(t, min(n, c), default.block_k, w, s) for t, n, w, s in CONV_SHAPES))
+        timings = time_all({"op": "upsample", "c_in": c_in, "c_out": c, "kernel": up.kernel_size}, partial(
+            kernels.upsample, x, up.weight, up.bias, lengths, 1, stride=up.stride, padding=up.padding,
+            slope=LRELU_SLOPE), candidates, flop)
+        tiles[(c_in, c)] = min(timings, key=lambda t: t[0])[1]
         steps *= up.stride
-        lengths = torch.full((batch,), steps, dtype=torch.long, device=device)  # in output rows: no masking
-        conv = stage[len(stage) // 2][1][0]
-        h = torch.randn(batch, steps, c_out, device=device).to(dtype)
-        jobs = (
-            ("upsample", up, c_in, steps // up.stride, UPSAMPLE_SHAPES, partial(
-                kernels.upsample, x, up.weight, up.bias, lengths, 1, stride=up.stride, padding=up.padding,
-                slope=LRELU_SLOPE)),
-            ("conv", conv, c_out, steps, CONV_SHAPES, partial(
-                kernels.conv1d, h, conv.weight, conv.bias, lengths, 1, dilation=conv.dilation, padding=conv.padding,
-                pre_slope=LRELU_SLOPE)),
-        )
-        for kind, packed, ci, in_steps, shapes, job in jobs:
-            flop = 2 * ci * c_out * packed.kernel_size * in_steps * batch
-            timings = []
-            for tile in _candidates(ci, c_out, shapes):
-                row = {"op": kind, "c_in": ci, "c_out": c_out, "kernel": packed.kernel_size, "tile": repr(tile)}
-                try:
-                    ms = do_bench(partial(job, tile=tile), warmup=25, rep=100, return_mode="median")
-                except Exception as exc:  # noqa: BLE001 - a tile the compiler rejects (shared memory) is skipped
-                    rows.append({**row, "error": f"{type(exc).__name__}: {exc}"[:200]})
-                    continue
-                timings.append((ms, tile))
-                rows.append({**row, "ms": ms, "tflops": flop / ms / 1e9})
-            if timings:
-                best[(ci, c_out)] = min(timings, key=lambda t: t[0])[1]
+        h = torch.randn(batch, steps, c, device=device).to(dtype)
+        lengths = torch.full((batch,), steps, dtype=torch.long, device=device)
+        per_tile: dict = {}
+        for block in stage:
+            c1, c2 = block[min(1, len(block) - 1)]
+            k = c1.kernel_size
+            row = {"c_in": c, "c_out": c, "kernel": k, "dilation": c1.dilation}
+            if c <= fused.pair_max_channels:
+                candidates = _candidates(kernels.default_pair_tile(c, k), (
+                    kernels.PairTile(t, w, s, p) for t, w, s, p in PAIR_SHAPES if t > k - 1))
+                timings = time_all({"op": "pair", **row}, partial(
+                    kernels.resblock_pair, h, c1.weight, c1.bias, c2.weight, c2.bias, lengths, 1,
+                    dilation=c1.dilation, slope=LRELU_SLOPE, accumulate=h), candidates, 4 * c * c * k * steps * batch)
+                pair_tiles[(c, k)] = min(timings, key=lambda t: t[0])[1]
+                continue
+            default = kernels.default_tile(c, c, dtype.itemsize)
+            candidates = _candidates(default, (kernels.Tile(t, min(n, c), default.block_k, w, s) for t, n, w, s in CONV_SHAPES))
+            for ms, tile in time_all({"op": "conv", **row}, partial(
+                    kernels.conv1d, h, c1.weight, c1.bias, lengths, 1, dilation=c1.dilation, padding=c1.padding,
+                    pre_slope=LRELU_SLOPE, residual=h), candidates, 2 * c * c * k * steps * batch):
+                per_tile.setdefault(tile, []).append(ms)
+        complete = [(sum(v), t) for t, v in per_tile.items() if len(v) == len(stage)]
+        if complete:
+            tiles[(c, c)] = min(complete, key=lambda t: t[0])[1]
         del x, h
-    return best, rows
+    return tiles, pair_tiles, rows
 
 
 def main() -> None:
@@ -236,14 +258,14 @@ def main() -> None:
     mels = torch.randn(max(batches), config.n_mels, frames, device="cuda", generator=gen)
     references: dict[int, torch.Tensor] = {}
 
-    def measure(names: list[str], tiles: dict | None = None) -> None:
+    def measure(names: list[str], tiles: dict | None = None, pair_tiles: dict | None = None) -> None:
         for batch in batches:
             mel = mels[:batch].contiguous()
             lengths = torch.full((batch,), frames, dtype=torch.long, device="cuda")
             for name in names:
                 row = {"variant": name, "batch": batch}
                 try:
-                    fn = build(name, model, tiles)
+                    fn = build(name, model, tiles, pair_tiles)
                     ms, wav = run_variant(name, fn, mel, lengths)
                     row.update(ms=ms, rtfx=batch * audio_s / (ms / 1e3), tflops=gflop * batch * audio_s / ms)
                     if name == "ref-fp32":
@@ -264,14 +286,16 @@ def main() -> None:
 
     measure(variants)
     if args.sweep:
-        best, rows = sweep(build("fused-fp16", model), max(batches), frames)
+        best, best_pairs, rows = sweep(build("fused-fp16", model), max(batches), frames)
         report["sweep"] = rows
         report["tuned_tiles"] = {f"{k[0]}x{k[1]}": repr(v) for k, v in best.items()}
+        report["tuned_pair_tiles"] = {f"{k[0]}k{k[1]}": repr(v) for k, v in best_pairs.items()}
         for r in rows:
             line = f"{r['ms']:8.3f} ms {r['tflops']:7.1f} TFLOP/s" if "ms" in r else r["error"]
-            print(f"sweep {r['op']:<8} {r['c_in']:>4}->{r['c_out']:<4} {r['tile']:<70} {line}", flush=True)
+            print(f"sweep {r['op']:<8} {r['c_in']:>4}->{r['c_out']:<4} k{r['kernel']:<3} {r['tile']:<80} {line}",
+                  flush=True)
         save()
-        measure(["fused-fp16-tuned"], best)
+        measure(["fused-fp16-tuned"], best, best_pairs)
     if args.breakdown:
         batch = max(batches)
         lengths = torch.full((batch,), frames, dtype=torch.long, device="cuda")

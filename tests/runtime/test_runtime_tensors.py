@@ -132,6 +132,16 @@ def test_non_finite_floats_are_rejected(dtype: str, bad: float) -> None:
     assert decode_torch(msg, lenient).isfinite().sum() == 2
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_extreme_finite_floats_are_accepted(dtype: str) -> None:
+    info = torch.finfo(getattr(torch, dtype))
+    values = torch.tensor([info.max, -info.max, info.tiny, info.tiny / 4, -0.0, 0.0], dtype=getattr(torch, dtype))
+    msg = encode(values)
+    spec = TensorSpec("audio", (dtype,), rank=1)
+    assert torch.equal(decode_torch(msg, spec), values)
+    assert np.array_equal(decode(msg, spec), values.float().numpy())
+
+
 def test_huge_declared_shape_is_rejected_before_allocating() -> None:
     msg = stages_pb2.Tensor(dtype=stages_pb2.Tensor.FLOAT32, shape=[1 << 30, 1 << 30], data=b"\0" * 8)
     t0 = time.perf_counter()

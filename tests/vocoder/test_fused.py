@@ -240,6 +240,25 @@ def test_interpreted_kernels_reject_bad_shapes(kernels):
         kernels.PairTile(block_t=16).check(17)
 
 
+def test_interpreted_default_launch_settings_fit_every_emotivoice_kernel(kernels):
+    """Every convolution, upsampler and resblock step of EmotiVoice's generator gets valid settings."""
+    channels = [512, 256, 128, 64, 32]
+    shapes = [(80, 512), *zip(channels, channels[1:]), *((c, c) for c in channels[1:]), (32, 16)]
+    for c_in, c_out in shapes:
+        for itemsize, wide in ((2, True), (2, False), (4, True)):
+            tile = kernels.default_tile(c_in, c_out, itemsize, wide)
+            tile.check(c_in, c_out)
+            assert (tile.num_warps == 8) == (max(c_in, c_out) >= 256)
+            assert tile.block_n == min(c_out, 256 if itemsize == 2 and wide else 128)
+            shared = tile.num_stages * (tile.block_t + tile.block_n) * tile.block_k * itemsize
+            assert shared <= 192 * 1024, (c_in, c_out, itemsize, tile)
+    for c in (32, 64):
+        for k in (3, 7, 11):
+            pair = kernels.default_pair_tile(c, k)
+            pair.check(k)
+            assert pair.num_stages == (3 if c * k >= 352 else 1)  # pipelined where the taps carry the work
+
+
 def test_interpreted_triton_backend_equals_reference(kernels):
     """The whole tiny generator through the interpreted kernels (large blocks keep the interpreter quick)."""
     model = _model(TINY, dtype=torch.float32)
@@ -254,4 +273,5 @@ def test_interpreted_triton_backend_equals_reference(kernels):
     assert torch.all(got[1, 2 * TINY.hop_length :] == 0)
 
 
-INTERPRETED_TESTS = 4 + 4 + 1 + 3 + 1 + 1  # conv1d, upsample, conv_post, resblock pair, bad shapes, generator
+INTERPRETED_TESTS = 4 + 4 + 1 + 3 + 1 + 1 + 1  # conv1d, upsample, conv_post, resblock pair, bad shapes, defaults,
+# generator

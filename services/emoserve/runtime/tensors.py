@@ -37,7 +37,10 @@ _DTYPES: dict[str, tuple[int, np.dtype]] = {
 }
 _NAME_BY_ENUM = {enum: name for name, (enum, _) in _DTYPES.items()}
 _ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}
-_FLOAT_NAMES = frozenset({"float32", "float16", "bfloat16"})
+_EXPONENT_BITS = {"float32": (np.dtype("<u4"), 0x7F800000), "float16": (np.dtype("<u2"), 0x7C00),
+                  "bfloat16": (np.dtype("<u2"), 0x7F80)}
+"""Float wire dtypes: (unsigned view of the raw bytes, exponent mask). A value is NaN or ±Inf exactly when its
+exponent bits are all set."""
 
 MAX_RANK = 8
 """Most dimensions any received tensor may have, whatever its spec."""
@@ -187,10 +190,15 @@ def _validated_raw(msg: stages_pb2.Tensor, spec: TensorSpec) -> tuple[str, np.nd
     return name, np.frombuffer(msg.data, dtype=wire).reshape(shape)
 
 
-def _check_finite(spec: TensorSpec, values: np.ndarray) -> None:
-    bad = values.size - int(np.count_nonzero(np.isfinite(values)))
+def _check_finite(spec: TensorSpec, name: str, raw: np.ndarray) -> None:
+    """Rejects NaN/Inf in a float tensor's raw wire view, by its exponent bits (integer work only: no float
+    conversion, and no torch CPU op with its thread-pool wake-ups on the event loop)."""
+    if name not in _EXPONENT_BITS:
+        return
+    unsigned, mask = _EXPONENT_BITS[name]
+    bad = int(np.count_nonzero((raw.view(unsigned) & mask) == mask))
     if bad:
-        raise TensorValidationError(f"tensor {spec.name!r}: {bad} non-finite value(s) (NaN/Inf) of {values.size}")
+        raise TensorValidationError(f"tensor {spec.name!r}: {bad} non-finite value(s) (NaN/Inf) of {raw.size}")
 
 
 def decode(msg: stages_pb2.Tensor, spec: TensorSpec) -> np.ndarray:
@@ -210,13 +218,11 @@ def decode(msg: stages_pb2.Tensor, spec: TensorSpec) -> np.ndarray:
             the tensor and the expected vs actual dtype/rank/shape/size/values.
     """
     name, raw = _validated_raw(msg, spec)
+    if spec.finite:
+        _check_finite(spec, name, raw)
     if name == "bfloat16":
-        values = (raw.astype("=i2").view(np.uint16).astype(np.uint32) << 16).view(np.float32)
-    else:
-        values = raw.astype(raw.dtype.newbyteorder("="), copy=False)
-    if spec.finite and name in _FLOAT_NAMES:
-        _check_finite(spec, values)
-    return values
+        return (raw.astype("=i2").view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+    return raw.astype(raw.dtype.newbyteorder("="), copy=False)
 
 
 def decode_torch(
@@ -238,14 +244,10 @@ def decode_torch(
     import torch
 
     name, raw = _validated_raw(msg, spec)
+    if spec.finite:
+        _check_finite(spec, name, raw)
     if name == "bfloat16":
         tensor = torch.from_numpy(raw.astype("=i2")).view(torch.bfloat16)
     else:
         tensor = torch.from_numpy(raw.astype(raw.dtype.newbyteorder("="), copy=True))
-    if spec.finite and name in _FLOAT_NAMES:
-        bad = tensor.numel() - int(torch.isfinite(tensor).sum())
-        if bad:
-            raise TensorValidationError(
-                f"tensor {spec.name!r}: {bad} non-finite value(s) (NaN/Inf) of {tensor.numel()}"
-            )
     return tensor if device is None else tensor.to(device)

@@ -149,17 +149,18 @@ class TritonOps:
         pair_max_channels: resblock steps of at most this many channels run as one kernel
             (:func:`emoserve.vocoder.kernels.resblock_pair`); wider ones, where the convolutions are
             compute-bound, as two.
-        pair_tile: launch settings of that kernel.
+        pair_tiles: launch settings of that kernel by ``(channels, kernel_size)``, overriding
+            :func:`emoserve.vocoder.kernels.default_pair_tile`.
     """
 
     def __init__(self, tiles: Mapping[tuple[int, int], Tile] | None = None, pair_max_channels: int = 64,
-                 pair_tile: PairTile | None = None) -> None:
+                 pair_tiles: Mapping[tuple[int, int], PairTile] | None = None) -> None:
         from emoserve.vocoder import kernels
 
         self.kernels: ModuleType = kernels
         self.tiles = dict(tiles or {})
         self.pair_max_channels = pair_max_channels
-        self.pair_tile = pair_tile
+        self.pair_tiles = dict(pair_tiles or {})
 
     def _tile(self, conv: PackedConv) -> Tile | None:
         return self.tiles.get((int(conv.weight.size(1)), int(conv.weight.size(2))))
@@ -180,7 +181,8 @@ class TritonOps:
         if x.size(-1) <= self.pair_max_channels:
             return self.kernels.resblock_pair(
                 x, c1.weight, c1.bias, c2.weight, c2.bias, lengths, len_scale, dilation=c1.dilation, slope=slope,
-                accumulate=accumulate, out_scale=out_scale, out=out, tile=self.pair_tile,
+                accumulate=accumulate, out_scale=out_scale, out=out,
+                tile=self.pair_tiles.get((int(x.size(-1)), c1.kernel_size)),
             )
         h = self.conv1d(x, c1, lengths, len_scale, pre_slope=slope)
         return self.conv1d(h, c2, lengths, len_scale, pre_slope=slope, residual=x, accumulate=accumulate,
@@ -208,12 +210,13 @@ class FusedHiFiGAN(nn.Module):
         backend: ``triton``, ``torch``, or ``auto`` (Triton for CUDA inputs when it is installed, else torch).
         tiles: Triton block shapes by ``(c_in, c_out)`` (padded channels), overriding the defaults.
         pair_max_channels: resblock steps of at most this many channels run as one Triton kernel (0: none).
-        pair_tile: launch settings of that kernel (:class:`~emoserve.vocoder.kernels.PairTile`).
+        pair_tiles: launch settings of that kernel by ``(channels, kernel_size)``
+            (:class:`~emoserve.vocoder.kernels.PairTile`), overriding the defaults.
     """
 
     def __init__(self, config: VocoderConfig, backend: Backend = "auto",
                  tiles: Mapping[tuple[int, int], Tile] | None = None, pair_max_channels: int = 64,
-                 pair_tile: PairTile | None = None) -> None:
+                 pair_tiles: Mapping[tuple[int, int], PairTile] | None = None) -> None:
         super().__init__()
         if backend not in ("auto", "triton", "torch"):
             raise ValueError(f"backend must be auto, triton or torch, got {backend!r}")
@@ -223,7 +226,7 @@ class FusedHiFiGAN(nn.Module):
         self.backend = backend
         self.tiles = dict(tiles or {})
         self.pair_max_channels = pair_max_channels
-        self.pair_tile = pair_tile
+        self.pair_tiles = dict(pair_tiles or {})
         self.num_kernels = len(config.resblock_kernel_sizes)
         self.mel_channels = padded_channels(config.n_mels, inner=False)
         self.conv_pre: PackedConv | None = None
@@ -235,13 +238,13 @@ class FusedHiFiGAN(nn.Module):
     @classmethod
     def from_model(cls, model: HiFiGAN, backend: Backend = "auto",
                    tiles: Mapping[tuple[int, int], Tile] | None = None, pair_max_channels: int = 64,
-                   pair_tile: PairTile | None = None) -> FusedHiFiGAN:
+                   pair_tiles: Mapping[tuple[int, int], PairTile] | None = None) -> FusedHiFiGAN:
         """Packs a (weight-norm-folded) ``HiFiGAN``'s weights; the result lives on its device, in its dtype."""
         c = model.config
         for rate, kernel, up in zip(c.upsample_rates, c.upsample_kernel_sizes, model.ups):
             if kernel - 2 * up.padding[0] != rate or up.output_padding[0] != 0:
                 raise ValueError(f"upsampler (kernel {kernel}, rate {rate}) must produce exactly rate × frames")
-        fused = cls(c, backend, tiles, pair_max_channels, pair_tile)
+        fused = cls(c, backend, tiles, pair_max_channels, pair_tiles)
         channels = [padded_channels(c.upsample_initial_channel)]
         fused.conv_pre = PackedConv.from_conv(model.conv_pre, fused.mel_channels, channels[0])
         for i, up in enumerate(model.ups):
@@ -267,7 +270,7 @@ class FusedHiFiGAN(nn.Module):
         if not use_triton:
             return TorchOps()
         if self._triton is None:
-            self._triton = TritonOps(self.tiles, self.pair_max_channels, self.pair_tile)
+            self._triton = TritonOps(self.tiles, self.pair_max_channels, self.pair_tiles)
         return self._triton
 
     def forward(self, mel: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:

@@ -52,25 +52,26 @@ def _largest_pow2_divisor(n: int, cap: int) -> int:
     return d
 
 
-def default_tile(c_in: int, c_out: int) -> Tile:
-    """The block shape of a ``c_in`` → ``c_out`` convolution.
+def default_tile(c_in: int, c_out: int, itemsize: int = 2, wide: bool = True) -> Tile:
+    """The block shape of a ``c_in`` → ``c_out`` convolution on operands of ``itemsize`` bytes.
 
-    128-row blocks with up to 128 output channels and 8 warps from 64 output channels on: the fastest (or
-    within 6 %) for every resblock convolution and within 10 % for every upsampler in a sweep on an H100
-    (``tools/profile_vocoder.py --sweep``, batch 32 × 15 s, fp16). Three stages of one A and one W tile use
-    at most 96 KB of shared memory.
+    128-row blocks with up to 256 output channels, 8 warps from 256 input or output channels on, else 4: the
+    fastest (or within 5 %) for every resblock convolution and every upsampler in sweeps on an H100 (batch
+    32 × 15 s, fp16; 2026-11-24, ``tools/profile_vocoder.py --sweep``,
+    ``tools/results/h100-2026-11-24/tiles.json``). A ``[128, 256]`` block reads each input tile once for all
+    256 output channels (27 % faster than two ``[128, 128]`` blocks at 256 channels); at 128 channels 4 warps
+    beat 8 by 14–21 %. Blocks stay 128 channels wide for 4-byte operands (shared memory: three stages of one
+    A and one W tile stay within 192 KB) and where ``wide`` is False: a launch with too few row blocks to
+    fill the GPU with ``[128, 256]`` blocks (one 5 s mel or a streamed chunk: 12–28 % slower with them).
     """
-    block_n = min(c_out, 128)
-    return Tile(128, block_n, _largest_pow2_divisor(c_in, 64), num_warps=8 if block_n >= 64 else 4, num_stages=3)
+    block_n = min(c_out, 256 if itemsize <= 2 and wide else 128)
+    return Tile(128, block_n, _largest_pow2_divisor(c_in, 64), num_warps=8 if max(c_in, c_out) >= 256 else 4,
+                num_stages=3)
 
 
 @dataclass(frozen=True)
 class PairTile:
-    """Launch settings of the fused resblock-pair kernel (:func:`resblock_pair`).
-
-    The defaults were the fastest in a sweep on an H100 (batch 32 × 15 s, fp16, 32- and 64-channel stages:
-    block_t 64–256, 4 or 8 warps, 2 or 3 stages, 2–8 programs per SM).
-    """
+    """Launch settings of the fused resblock-pair kernel (:func:`resblock_pair`); see :func:`default_pair_tile`."""
 
     block_t: int = 128
     """Rows of the intermediate per tile; ``block_t - (K - 1)`` output rows come out of it."""
@@ -87,6 +88,21 @@ class PairTile:
             raise ValueError(f"block_t {self.block_t} leaves no output rows for kernel size {kernel_size}")
         if self.programs_per_sm < 1:
             raise ValueError(f"programs_per_sm must be >= 1, got {self.programs_per_sm}")
+
+
+def default_pair_tile(channels: int, kernel_size: int) -> PairTile:
+    """The launch settings of :func:`resblock_pair` for ``channels`` and ``kernel_size``.
+
+    Where the taps carry the work (``channels * kernel_size`` ≥ 352: 11 taps at 32 channels, 7 or 11 at 64)
+    the loads are pipelined three deep with 6 programs per multiprocessor; below that, where the per-tile
+    epilogue and scratch round trip weigh more, 12 programs per multiprocessor without pipelining hide the
+    latency better. The fastest in a sweep on an H100 (batch 32 × 15 s, fp16; 2026-11-24: block_t 64–256,
+    2–8 warps, 1–3 stages, 4–16 programs per SM), 14–29 % faster than 4 programs with 3 stages at 32
+    channels, within 1 % at 64.
+    """
+    if channels * kernel_size >= 352:
+        return PairTile(num_stages=3, programs_per_sm=6)
+    return PairTile(num_stages=1, programs_per_sm=12)
 
 
 @triton.jit
@@ -265,6 +281,13 @@ def _multiprocessors(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
 
 
+def _launch_tile(x: torch.Tensor, c_in: int, c_out: int, row_blocks: int) -> Tile:
+    """:func:`default_tile` for a launch of ``row_blocks`` 128-row blocks per 256 output channels: wide blocks
+    only when they give at least one program per two multiprocessors."""
+    wide = row_blocks * max(1, c_out // 256) >= _multiprocessors(x.device) // 2
+    return default_tile(c_in, c_out, x.element_size(), wide)
+
+
 def conv1d(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -301,7 +324,7 @@ def conv1d(
     batch, steps, _ = x.shape
     out = torch.empty(batch, steps, c_out, device=x.device, dtype=x.dtype) if out is None else out
     _check_outputs("conv1d", (batch, steps, c_out), residual=residual, accumulate=accumulate, out=out)
-    tile = tile or default_tile(c_in, c_out)
+    tile = tile or _launch_tile(x, c_in, c_out, batch * triton.cdiv(steps, 128))
     tile.check(c_in, c_out)
     grid = (triton.cdiv(steps, tile.block_t), c_out // tile.block_n, batch)
     _conv1d_kernel[grid](
@@ -337,7 +360,7 @@ def upsample(
         raise ValueError(f"upsample must give T * stride rows: kernel {k}, stride {stride}, padding {padding}")
     batch, steps, _ = x.shape
     out = torch.empty(batch, steps * stride, c_out, device=x.device, dtype=x.dtype)
-    tile = tile or default_tile(c_in, c_out)
+    tile = tile or _launch_tile(x, c_in, c_out, batch * stride * triton.cdiv(steps, 128))
     tile.check(c_in, c_out)
     grid = (triton.cdiv(steps, tile.block_t), stride * (c_out // tile.block_n), batch)
     _upsample_kernel[grid](
@@ -404,7 +427,7 @@ def resblock_pair(
     batch, steps, _ = x.shape
     out = torch.empty_like(x) if out is None else out
     _check_outputs("resblock_pair", tuple(x.shape), accumulate=accumulate, out=out)
-    tile = tile or PairTile()
+    tile = tile or default_pair_tile(c, k)
     tile.check(k)
     tiles_per_item = triton.cdiv(steps, tile.block_t - (k - 1))
     n_tiles = batch * tiles_per_item
