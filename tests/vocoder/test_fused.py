@@ -273,5 +273,5 @@ def test_interpreted_triton_backend_equals_reference(kernels):
     assert torch.all(got[1, 2 * TINY.hop_length :] == 0)
 
 
-INTERPRETED_TESTS = 4 + 4 + 1 + 3 + 1 + 1 + 1  # conv1d, upsample, conv_post, resblock pair, bad shapes, defaults,
-# generator
+# conv1d, upsample, conv_post, resblock pair, bad shapes, default launch settings, generator
+INTERPRETED_TESTS = 4 + 4 + 1 + 3 + 1 + 1 + 1

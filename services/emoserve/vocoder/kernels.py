@@ -62,7 +62,7 @@ def default_tile(c_in: int, c_out: int, itemsize: int = 2, wide: bool = True) ->
     256 output channels (27 % faster than two ``[128, 128]`` blocks at 256 channels); at 128 channels 4 warps
     beat 8 by 14–21 %. Blocks stay 128 channels wide for 4-byte operands (shared memory: three stages of one
     A and one W tile stay within 192 KB) and where ``wide`` is False: a launch with too few row blocks to
-    fill the GPU with ``[128, 256]`` blocks (one 5 s mel or a streamed chunk: 12–28 % slower with them).
+    fill the GPU with ``[128, 256]`` blocks (one 5 s mel or a streamed chunk: 12–19 % slower with them).
     """
     block_n = min(c_out, 256 if itemsize <= 2 and wide else 128)
     return Tile(128, block_n, _largest_pow2_divisor(c_in, 64), num_warps=8 if max(c_in, c_out) >= 256 else 4,
@@ -282,8 +282,8 @@ def _multiprocessors(device: torch.device) -> int:
 
 
 def _launch_tile(x: torch.Tensor, c_in: int, c_out: int, row_blocks: int) -> Tile:
-    """:func:`default_tile` for a launch of ``row_blocks`` 128-row blocks per 256 output channels: wide blocks
-    only when they give at least one program per two multiprocessors."""
+    """:func:`default_tile` for a launch of ``row_blocks`` 128-row blocks (each per 256 output channels): wide
+    blocks only when they give at least one program per two multiprocessors."""
     wide = row_blocks * max(1, c_out // 256) >= _multiprocessors(x.device) // 2
     return default_tile(c_in, c_out, x.element_size(), wide)
 
