@@ -10,7 +10,7 @@ from emoserve.gateway.discovery import discovery_for, initial_addresses, parse_t
 from emoserve.gateway.service import SynthesizerService, stage_pools
 from emoserve.runtime.allocator import limit_malloc_arenas
 from emoserve.runtime.config import StageConfig
-from emoserve.runtime.heap import freeze_startup_heap
+from emoserve.runtime.heap import freeze_startup_heap, release_startup_heap
 from emoserve.runtime.security import BearerTokenInterceptor, load_tokens
 from emoserve.runtime.server import StageServer
 from emoserve.runtime.telemetry import Telemetry
@@ -110,4 +110,8 @@ async def serve(kind: str, config: StageConfig, model_dir: str = "", stages: Sta
         server = await start_stage(*(build_stage(stage, model_dir, config) for stage in kind.split("+")))
     if config.server.gc_freeze:
         freeze_startup_heap()
-    await run_until_signal(server, on_ready)
+    try:
+        await run_until_signal(server, on_ready)
+    finally:
+        if config.server.gc_freeze:
+            release_startup_heap()
