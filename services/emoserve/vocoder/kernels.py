@@ -55,14 +55,15 @@ def _largest_pow2_divisor(n: int, cap: int) -> int:
 def default_tile(c_in: int, c_out: int, itemsize: int = 2, wide: bool = True) -> Tile:
     """The block shape of a ``c_in`` → ``c_out`` convolution on operands of ``itemsize`` bytes.
 
-    128-row blocks with up to 256 output channels, 8 warps from 256 input or output channels on, else 4: the
-    fastest (or within 5 %) for every resblock convolution and every upsampler in sweeps on an H100 (batch
-    32 × 15 s, fp16; 2026-11-24, ``tools/profile_vocoder.py --sweep``,
-    ``tools/results/h100-2026-11-24/tiles.json``). A ``[128, 256]`` block reads each input tile once for all
-    256 output channels (27 % faster than two ``[128, 128]`` blocks at 256 channels); at 128 channels 4 warps
-    beat 8 by 14–21 %. Blocks stay 128 channels wide for 4-byte operands (shared memory: three stages of one
-    A and one W tile stay within 192 KB) and where ``wide`` is False: a launch with too few row blocks to
-    fill the GPU with ``[128, 256]`` blocks (one 5 s mel or a streamed chunk: 12–19 % slower with them).
+    128-row blocks with up to 256 output channels, 8 warps from 256 input or output channels on, else 4,
+    chosen from three sweeps on an H100 (batch 32 × 15 s, fp16; 2026-11-24, ``tools/profile_vocoder.py
+    --sweep``, ``tools/results/h100-2026-11-24/tiles.json``): no candidate was faster in all of them, and the
+    whole generator with each kernel's fastest candidate of the last sweep was not faster (6,088× against
+    6,251× real time). A ``[128, 256]`` block reads each input tile once for all 256 output channels (23–29 %
+    faster than two ``[128, 128]`` blocks at 256 channels); at 128 channels 4 warps beat 8 by up to 21 %.
+    Blocks stay 128 channels wide for 4-byte operands (shared memory: three stages of one A and one W tile
+    stay within 192 KB) and where ``wide`` is False: a launch with too few row blocks to fill the GPU with
+    ``[128, 256]`` blocks (one 5 s mel or a streamed chunk: 12–19 % slower with them).
     """
     block_n = min(c_out, 256 if itemsize <= 2 and wide else 128)
     return Tile(128, block_n, _largest_pow2_divisor(c_in, 64), num_warps=8 if max(c_in, c_out) >= 256 else 4,
@@ -96,9 +97,9 @@ def default_pair_tile(channels: int, kernel_size: int) -> PairTile:
     Where the taps carry the work (``channels * kernel_size`` ≥ 352: 11 taps at 32 channels, 7 or 11 at 64)
     the loads are pipelined three deep with 6 programs per multiprocessor; below that, where the per-tile
     epilogue and scratch round trip weigh more, 12 programs per multiprocessor without pipelining hide the
-    latency better. The fastest in a sweep on an H100 (batch 32 × 15 s, fp16; 2026-11-24: block_t 64–256,
-    2–8 warps, 1–3 stages, 4–16 programs per SM), 14–29 % faster than 4 programs with 3 stages at 32
-    channels, within 1 % at 64.
+    latency better. From sweeps on an H100 (batch 32 × 15 s, fp16; 2026-11-24: block_t 64–256,
+    2–8 warps, 1–3 stages, 4–16 programs per SM): 10–29 % faster than 4 programs with 3 stages at 32
+    channels; at 64 channels no consistent difference (−5 % to +4 %).
     """
     if channels * kernel_size >= 352:
         return PairTile(num_stages=3, programs_per_sm=6)
