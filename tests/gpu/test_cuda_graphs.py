@@ -35,16 +35,20 @@ def test_graph_acoustic_engine_matches_eager(tiny_model, precision):
         assert (a.mel.float() - b.mel.float()).abs().max().item() <= (2e-3 if precision == "fp32" else 2e-2)
 
 
+@pytest.mark.parametrize("pcm16", [False, True])
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
-def test_graph_vocoder_engine_matches_eager(tiny_model, precision):
-    eager = VocoderEngine(tiny_model, "cuda", precision, cuda_graphs=False)
-    graphs = VocoderEngine(tiny_model, "cuda", precision, max_batch=4, cuda_graphs=True)
+def test_graph_vocoder_engine_matches_eager(tiny_model, precision, pcm16):
+    eager = VocoderEngine(tiny_model, "cuda", precision, cuda_graphs=False, pcm16=pcm16)
+    graphs = VocoderEngine(tiny_model, "cuda", precision, max_batch=4, cuda_graphs=True, pcm16=pcm16)
     gen = torch.Generator().manual_seed(0)
     jobs = [VocodeJob(torch.randn(80, n, generator=gen).to(eager.dtype), trim=t, keep=k)
             for n, t, k in [(23, 0, None), (61, 15, 8), (100, 15, 70)]]
+    scale = 32767.0 if pcm16 else 1.0
     for a, b in zip(eager.run(jobs), graphs.run(jobs)):
-        assert a.shape == b.shape
-        assert np.abs(a - b).max() <= (1e-4 if precision == "fp32" else 1e-2)
+        assert a.shape == b.shape and a.dtype == b.dtype == (np.int16 if pcm16 else np.float32)
+        # PCM rounds: one step more.
+        tolerance = (1e-4 if precision == "fp32" else 1e-2) + (1 / scale if pcm16 else 0.0)
+        assert np.abs(a.astype(np.float32) - b.astype(np.float32)).max() / scale <= tolerance
 
 
 def test_graph_style_encoder_matches_eager(tiny_model):

@@ -123,19 +123,25 @@ class AcousticEngine:
         self.batch_buckets = power_of_two_buckets(max_batch)
         self.token_buckets = geometric_buckets(16, max_graph_tokens, factor=1.5)
         self.max_graph_tokens = self.token_buckets[-1]
-        self.frame_buckets = geometric_buckets(32, max_graph_frames, factor=1.5)
+        # Frames 15 % apart: the decoder's time grows with the padded frames (measured on an H100 at batch 16:
+        # 2.12 ms padded from 352 to 488 frames, 1.59 ms at 352).
+        self.frame_buckets = geometric_buckets(32, max_graph_frames, factor=1.15)
         self.frame_index = torch.arange(self.frame_buckets[-1], device=self.device)
 
     def check(self, item: AcousticItem) -> None:
         """Rejects an item the model cannot run (see :func:`check_item`)."""
         check_item(item, self.n_vocab, self.n_speakers, self.style_dim)
 
-    def _inputs(self, items: list[AcousticItem], batch: int, tokens: int) -> tuple[torch.Tensor, ...]:
-        """Padded model inputs on the device; padding rows are one-token dummies (masked, then dropped)."""
+    def _inputs(self, items: list[AcousticItem], batch: int, tokens: int, graph: bool = False) -> tuple[torch.Tensor, ...]:
+        """Padded model inputs; padding rows are one-token dummies (masked, then dropped).
+
+        On CUDA they are pinned host tensors for a graph (each crosses into the graph's static input in one
+        asynchronous copy), else device tensors."""
         host = pad_items(items, batch, tokens, self.style_dim, self.dtype)
-        if self.device.type == "cuda":
-            host = tuple(t.pin_memory() for t in host)
-        return tuple(t.to(self.device, non_blocking=True) for t in host)
+        if self.device.type != "cuda":
+            return host
+        host = tuple(t.pin_memory() for t in host)
+        return host if graph else tuple(t.to(self.device, non_blocking=True) for t in host)
 
     def _encode(self, ids, lengths, speakers, prompt, content, speed, pitch, energy):
         return self.model.encode(ids, lengths, speakers, prompt, content, Prosody(speed, pitch, energy))
@@ -157,7 +163,7 @@ class AcousticEngine:
                 inputs = self._inputs(items, n, tokens)
                 hidden, durations, _, _, token_mask = self._encode(*inputs)
             else:
-                inputs = self._inputs(items, batch, token_bucket)
+                inputs = self._inputs(items, batch, token_bucket, graph=True)
                 hidden, durations, _, _, token_mask = self.graphs["encode"].run(
                     (batch, token_bucket), inputs, lambda outs: tuple(t.clone() for t in outs)
                 )
@@ -196,7 +202,8 @@ class AcousticEngine:
         with torch.inference_mode(), torch.cuda.stream(self.stream):
             for batch in self.batch_buckets:
                 for tokens in self.token_buckets:
-                    self.graphs["encode"].run((batch, tokens), self._inputs([item], batch, tokens), lambda outs: None)
+                    inputs = self._inputs([item], batch, tokens, graph=True)
+                    self.graphs["encode"].run((batch, tokens), inputs, lambda outs: None)
                 hidden = torch.zeros(batch, self.max_graph_tokens, self.model.config.hidden, device=self.device,
                                      dtype=self.dtype)
                 durations = torch.ones(batch, self.max_graph_tokens, dtype=torch.long, device=self.device)

@@ -72,12 +72,14 @@ class CapturedGraph:
 
     Args:
         fn: a function of tensors returning a tuple of tensors, free of host synchronisation.
-        example: inputs of the exact shapes to capture (copied into static buffers).
+        example: inputs of the exact shapes to capture (copied into static buffers on the current CUDA device;
+            host inputs, here and at replay, should be in pinned memory so that they cross asynchronously).
         pool: a graph memory pool shared with other graphs of the same model.
     """
 
     def __init__(self, fn: Callable[..., Tensors], example: Tensors, pool=None) -> None:
-        self.inputs = tuple(t.clone() for t in example)
+        device = torch.device("cuda", torch.cuda.current_device())
+        self.inputs = tuple(t.clone() if t.is_cuda else t.to(device) for t in example)
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream), torch.inference_mode():

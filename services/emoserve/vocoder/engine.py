@@ -42,9 +42,10 @@ class VocoderEngine:
     On CUDA, batches of up to ``max_graph_frames`` frames replay CUDA graphs captured per (batch, frames)
     bucket; longer ones run eagerly at their exact shape. A graph is one launch, where an eager batch launches
     hundreds of kernels, each letting go of the GIL and winning it back from the stage's event loop; for the
-    same reason batches are padded in numpy and cross to the GPU in one copy. With Triton installed, the
-    generator on CUDA is the fused channels-last one (:mod:`emoserve.vocoder.fused`); if its kernels fail to
-    compile at warm-up, the engine logs why and serves with the cuDNN generator instead.
+    same reason batches are padded in pinned host memory and cross to the GPU in one copy, and the waveform is
+    converted to 16-bit PCM inside the graph. With Triton installed, the generator on CUDA is the fused
+    channels-last one (:mod:`emoserve.vocoder.fused`); if its kernels fail to compile at warm-up, the engine
+    logs why and serves with the cuDNN generator instead.
 
     Args:
         model_dir: the loaded model directory.
@@ -80,7 +81,7 @@ class VocoderEngine:
         on_cuda = self.device.type == "cuda"
         self.stream = side_stream(self.device)
         self.pcm16 = pcm16
-        self.graphs = GraphCache(lambda mel, lengths: (self.model(mel, lengths),)) if on_cuda and cuda_graphs else None
+        self.graphs = GraphCache(lambda mel, lengths: (self._generate(mel, lengths),)) if on_cuda and cuda_graphs else None
         self.batch_buckets = power_of_two_buckets(max_batch)
         # Fine buckets (15 % apart): the vocoder's compute grows with the padded length, and at 1.5 apart a
         # 350-frame mel ran as 488 frames (measured on an H100: B16 22.4 ms, 39 % more than needed).
@@ -96,31 +97,42 @@ class VocoderEngine:
             "+cudagraphs" if self.graphs is not None else ""
         )
 
-    def _stage(self, jobs: list[VocodeJob], batch: int, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pads the jobs into a (batch, n_mels, frames) tensor on the device (padded in numpy, then one copy
-        through pinned memory on CUDA)."""
-        staged = np.float16 if self.dtype == torch.float16 else np.float32
-        mel = np.zeros((batch, self.n_mels, frames), dtype=staged)
-        lengths = np.ones(batch, dtype=np.int64)
+    def _generate(self, mel: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+        """The generator's waveforms ``[batch, samples]``, as 16-bit PCM with ``pcm16`` (converted on the
+        device, inside the captured graph), else float32."""
+        wav = self.model(mel, lengths).float()
+        return torch.round(wav.clamp(-1.0, 1.0) * FULL_SCALE).to(torch.int16) if self.pcm16 else wav
+
+    def _host_batch(self, jobs: list[VocodeJob], batch: int, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The jobs padded into host tensors ``(mel [batch, n_mels, frames], lengths [batch])``.
+
+        On CUDA they are written straight into pinned memory, so each crosses to the device in one
+        asynchronous copy (into a graph's static input where one serves the batch)."""
+        staged = torch.float16 if self.dtype == torch.float16 else torch.float32
+        pinned = self.device.type == "cuda"
+        mel = torch.empty((batch, self.n_mels, frames), dtype=staged, pin_memory=pinned)
+        lengths = torch.ones(batch, dtype=torch.int64, pin_memory=pinned)
+        padded, counts = mel.numpy(), lengths.numpy()
+        padded[len(jobs):] = 0
         for b, job in enumerate(jobs):
-            mel[b, :, : job.frames] = _as_numpy(job.mel)
-            lengths[b] = job.frames
-        host = torch.from_numpy(mel), torch.from_numpy(lengths)
-        if self.device.type == "cuda":
-            host = tuple(t.pin_memory() for t in host)
-        mel_on_device, lengths_on_device = (t.to(self.device, non_blocking=True) for t in host)
-        return mel_on_device.to(self.dtype), lengths_on_device
+            padded[b, :, : job.frames] = _as_numpy(job.mel)
+            padded[b, :, job.frames :] = 0
+            counts[b] = job.frames
+        return mel, lengths
+
+    def _on_device(self, host: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """A host batch on the engine's device, the mel in the model's dtype."""
+        mel, lengths = (t.to(self.device, non_blocking=True) for t in host)
+        return mel.to(self.dtype), lengths
 
     def _take(self, jobs: list[VocodeJob], wav: torch.Tensor) -> list[np.ndarray]:
-        wav = wav.float()  # one row per job (the graph path cuts its padding rows off)
-        if self.pcm16:
-            wav = torch.round(wav.clamp(-1.0, 1.0) * FULL_SCALE).to(torch.int16)
+        """The kept samples of each job: views of one host copy of the batch (one row per job)."""
         (host,) = to_host(wav)  # one device-to-host copy for the batch
         host = host.numpy()
         hop, out = self.hop_length, []
         for job, samples in zip(jobs, host):
             keep = job.frames - job.trim if job.keep is None else job.keep
-            out.append(samples[job.trim * hop : (job.trim + keep) * hop].copy())
+            out.append(samples[job.trim * hop : (job.trim + keep) * hop])
         return out
 
     def run(self, jobs: list[VocodeJob]) -> list[np.ndarray]:
@@ -133,12 +145,14 @@ class VocoderEngine:
         if self.graphs is not None:
             batch, bucket = bucket_up(len(jobs), self.batch_buckets), bucket_up(frames, self.frame_buckets)
             if batch is not None and bucket is not None:
-                inputs = self._stage(jobs, batch, bucket)
+                inputs = self._host_batch(jobs, batch, bucket)
+                if inputs[0].dtype != self.dtype:  # bfloat16, which numpy lacks, is staged as float32
+                    inputs = self._on_device(inputs)
                 wav = self.graphs.run((batch, bucket), inputs, lambda outs: outs[0][: len(jobs)].clone())
                 return self._take(jobs, wav)
-        mel, lengths = self._stage(jobs, len(jobs), frames)
+        mel, lengths = self._on_device(self._host_batch(jobs, len(jobs), frames))
         with torch.inference_mode():
-            wav = self.model(mel, None if all(job.frames == frames for job in jobs) else lengths)
+            wav = self._generate(mel, None if all(job.frames == frames for job in jobs) else lengths)
         return self._take(jobs, wav)
 
     def warmup(self) -> None:
@@ -151,7 +165,7 @@ class VocoderEngine:
                 log.warning("vocoder: fused Triton generator unavailable (%s); using the cuDNN generator", exc)
                 self.model = self.reference
                 if self.graphs is not None:
-                    self.graphs = GraphCache(lambda mel, lengths: (self.model(mel, lengths),))
+                    self.graphs = GraphCache(lambda mel, lengths: (self._generate(mel, lengths),))
                 self.engine = self._name()
         if self.graphs is None:
             self.run([VocodeJob(torch.zeros(self.n_mels, 32, dtype=self.dtype))])
