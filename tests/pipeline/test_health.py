@@ -12,7 +12,7 @@ import pytest
 
 from emoserve.runtime.stage import StageService, start_stage
 from emoserve.serve import build_stage
-from emoserve.v1 import stages_pb2
+from emoserve.v1 import stages_pb2, tts_pb2, tts_pb2_grpc
 from tests.pipeline.conftest import (
     HOST,
     NOT_SERVING,
@@ -127,6 +127,15 @@ def test_gateway_is_not_serving_until_every_stage_has_loaded(
             assert health_check(target, timeout=10, wait_for_ready=True) == NOT_SERVING
             assert not gateway_started.done()
             assert health_check(target, "emoserve.v1.Synthesizer") == NOT_SERVING
+            # A caller that does not wait for SERVING gets a retryable status, not an internal error.
+            with grpc.insecure_channel(target) as channel:
+                stub = tts_pb2_grpc.SynthesizerStub(channel)
+                for call, request in ((stub.Synthesize, tts_pb2.SynthesizeRequest(text="Hello.")),
+                                      (stub.ListVoices, tts_pb2.ListVoicesRequest())):
+                    with pytest.raises(grpc.RpcError) as refused:
+                        call(request, timeout=10)
+                    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+                    assert "starting" in refused.value.details()
             gate.release()
             stage_started.result(30)
             gateway_server, _ = gateway_started.result(30)

@@ -115,12 +115,20 @@ class SynthesizerService(tts_pb2_grpc.SynthesizerServicer):
 
     # -- validation -------------------------------------------------------------
 
+    def _check_started(self) -> None:
+        """Raises UNAVAILABLE (retryable) until :meth:`load` has heard from every stage: the port is bound before
+        health reports SERVING, and a client that does not wait for SERVING may call in between."""
+        if self.info is None:
+            raise RequestError(grpc.StatusCode.UNAVAILABLE, "the gateway is starting: waiting for its stages")
+
     def plan(self, request: tts_pb2.SynthesizeRequest, time_remaining: float | None) -> Plan:
         """Validates a request.
 
         Raises:
-            RequestError: INVALID_ARGUMENT naming the field, or NOT_FOUND for an unknown voice.
+            RequestError: INVALID_ARGUMENT naming the field, NOT_FOUND for an unknown voice, or UNAVAILABLE
+                while the gateway is starting.
         """
+        self._check_started()
         assert self.info is not None
         invalid = grpc.StatusCode.INVALID_ARGUMENT
         if not request.text.strip():
@@ -296,6 +304,8 @@ class SynthesizerService(tts_pb2_grpc.SynthesizerServicer):
     async def ListVoices(
         self, request: tts_pb2.ListVoicesRequest, context: grpc.aio.ServicerContext
     ) -> tts_pb2.ListVoicesResponse:
+        async with _status(context):
+            self._check_started()
         assert self.info is not None
         return tts_pb2.ListVoicesResponse(
             voices=self.info.voices,
