@@ -141,6 +141,14 @@ PAIR_SHAPES = ((128, 4, 3, 4), (128, 4, 3, 6), (128, 4, 3, 12), (128, 4, 1, 8), 
 """``(block_t, num_warps, num_stages, programs_per_sm)`` tried for the fused resblock steps."""
 
 
+def _conv_candidates(c_in: int, c_out: int, itemsize: int) -> list:
+    """The default tile of a ``c_in`` → ``c_out`` convolution or upsampler, then the CONV_SHAPES alternatives."""
+    from emoserve.vocoder import kernels
+
+    default = kernels.default_tile(c_in, c_out, itemsize)
+    return _candidates(default, (kernels.Tile(t, min(n, c_out), default.block_k, w, s) for t, n, w, s in CONV_SHAPES))
+
+
 def sweep(fused: FusedHiFiGAN, batch: int, frames: int) -> tuple[dict, dict, list[dict]]:
     """Times each upsampler and each resblock kernel size of each stage (at the second dilation) alone per
     candidate launch setting, at ``batch`` × ``frames``: a fused resblock step where the stage's channels
@@ -176,11 +184,9 @@ def sweep(fused: FusedHiFiGAN, batch: int, frames: int) -> tuple[dict, dict, lis
         x = torch.randn(batch, steps, c_in, device=device).to(dtype)
         lengths = torch.full((batch,), steps * up.stride, dtype=torch.long, device=device)  # no masking
         flop = 2 * c_in * c * up.kernel_size * steps * batch
-        default = kernels.default_tile(c_in, c, dtype.itemsize)
-        candidates = _candidates(default, (kernels.Tile(t, min(n, c), default.block_k, w, s) for t, n, w, s in CONV_SHAPES))
         timings = time_all({"op": "upsample", "c_in": c_in, "c_out": c, "kernel": up.kernel_size}, partial(
             kernels.upsample, x, up.weight, up.bias, lengths, 1, stride=up.stride, padding=up.padding,
-            slope=LRELU_SLOPE), candidates, flop)
+            slope=LRELU_SLOPE), _conv_candidates(c_in, c, dtype.itemsize), flop)
         tiles[(c_in, c)] = min(timings, key=lambda t: t[0])[1]
         steps *= up.stride
         h = torch.randn(batch, steps, c, device=device).to(dtype)
@@ -198,11 +204,10 @@ def sweep(fused: FusedHiFiGAN, batch: int, frames: int) -> tuple[dict, dict, lis
                     dilation=c1.dilation, slope=LRELU_SLOPE, accumulate=h), candidates, 4 * c * c * k * steps * batch)
                 pair_tiles[(c, k)] = min(timings, key=lambda t: t[0])[1]
                 continue
-            default = kernels.default_tile(c, c, dtype.itemsize)
-            candidates = _candidates(default, (kernels.Tile(t, min(n, c), default.block_k, w, s) for t, n, w, s in CONV_SHAPES))
             for ms, tile in time_all({"op": "conv", **row}, partial(
                     kernels.conv1d, h, c1.weight, c1.bias, lengths, 1, dilation=c1.dilation, padding=c1.padding,
-                    pre_slope=LRELU_SLOPE, residual=h), candidates, 2 * c * c * k * steps * batch):
+                    pre_slope=LRELU_SLOPE, residual=h), _conv_candidates(c, c, dtype.itemsize),
+                    2 * c * c * k * steps * batch):
                 per_tile.setdefault(tile, []).append(ms)
         complete = [(sum(v), t) for t, v in per_tile.items() if len(v) == len(stage)]
         if complete:

@@ -155,7 +155,8 @@ def _check_dims(spec: TensorSpec, shape: tuple[int, ...]) -> None:
 
 
 def _validated_raw(msg: stages_pb2.Tensor, spec: TensorSpec) -> tuple[str, np.ndarray]:
-    """Validates ``msg`` against ``spec``; returns (dtype name, zero-copy read-only raw view)."""
+    """Validates ``msg`` against ``spec`` (values too, with ``spec.finite``); returns (dtype name, zero-copy
+    read-only raw view)."""
     name = _NAME_BY_ENUM.get(msg.dtype)
     if name is None or name not in spec.dtypes:
         actual = name or (_PB.DType.Name(msg.dtype) if msg.dtype in _PB.DType.values() else f"enum value {msg.dtype}")
@@ -187,7 +188,10 @@ def _validated_raw(msg: stages_pb2.Tensor, spec: TensorSpec) -> tuple[str, np.nd
             f"tensor {spec.name!r}: data is {len(msg.data)} bytes but shape {_shape_text(shape)} of {name} "
             f"needs {count * wire.itemsize} bytes"
         )
-    return name, np.frombuffer(msg.data, dtype=wire).reshape(shape)
+    raw = np.frombuffer(msg.data, dtype=wire).reshape(shape)
+    if spec.finite:
+        _check_finite(spec, name, raw)
+    return name, raw
 
 
 def _check_finite(spec: TensorSpec, name: str, raw: np.ndarray) -> None:
@@ -218,8 +222,6 @@ def decode(msg: stages_pb2.Tensor, spec: TensorSpec) -> np.ndarray:
             the tensor and the expected vs actual dtype/rank/shape/size/values.
     """
     name, raw = _validated_raw(msg, spec)
-    if spec.finite:
-        _check_finite(spec, name, raw)
     if name == "bfloat16":
         return (raw.astype("=i2").view(np.uint16).astype(np.uint32) << 16).view(np.float32)
     return raw.astype(raw.dtype.newbyteorder("="), copy=False)
@@ -244,8 +246,6 @@ def decode_torch(
     import torch
 
     name, raw = _validated_raw(msg, spec)
-    if spec.finite:
-        _check_finite(spec, name, raw)
     if name == "bfloat16":
         tensor = torch.from_numpy(raw.astype("=i2")).view(torch.bfloat16)
     else:
