@@ -3,7 +3,8 @@
     python tools/profile_engines.py --model MODEL_DIR [--device cuda] [--seconds 5] --out engines.json
 
 Use a full-size dummy model (``emoserve init-dummy --size full --frames-per-phoneme 8``) for EmotiVoice's
-compute. Reports, for fp32 and fp16 eager, fp16 with CUDA graphs (on a GPU) and bf16 (with ``--bf16``): acoustic-model latency at batch 1 and
+compute. Reports, for fp32 and fp16 eager, fp16 with CUDA graphs and fp16 with CUDA graphs of the TorchInductor-compiled
+acoustic model (on a GPU), and bf16 (with ``--bf16``): acoustic-model latency at batch 1 and
 throughput at batch 32, vocoder real-time factor at batch 1 and 32, the first streamed chunk's latency,
 style-encoder latency, peak GPU memory at batch 32, and each variant's agreement with fp32 eager (SNR, dB).
 """
@@ -47,7 +48,8 @@ def snr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
     return float("inf") if noise == 0 else 10 * np.log10(float(np.sum(reference**2)) / noise)
 
 
-def profile(model_dir: str, device: str, seconds: float, variants: list[tuple[str, str, bool]]) -> dict:
+def profile(model_dir: str, device: str, seconds: float, variants: list[tuple[str, str, bool, bool]]) -> dict:
+    """Times each ``(name, precision, cuda_graphs, inductor)`` variant; the first is the reference of the SNRs."""
     model = ModelDir(model_dir)
     m = model.manifest
     fpp = int(m.extra.get("frames_per_phoneme", 8))
@@ -64,8 +66,8 @@ def profile(model_dir: str, device: str, seconds: float, variants: list[tuple[st
     out: dict = {"device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
                  "model": m.name, "audio_s": audio_s, "tokens": n_tokens, "variants": {}}
     reference_mel = reference_wav = None
-    for name, precision, graphs in variants:
-        am = AcousticEngine(model, device, precision, max_batch=32, cuda_graphs=graphs)
+    for name, precision, graphs, inductor in variants:
+        am = AcousticEngine(model, device, precision, max_batch=32, cuda_graphs=graphs, inductor=inductor)
         voc = VocoderEngine(model, device, precision, max_batch=32, cuda_graphs=graphs)
         mel = am.run([item])[0].mel
         wav = voc.run([VocodeJob(mel)])[0]
@@ -113,18 +115,19 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true", help="also profile bf16")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    variants = [("fp32", "fp32", False), ("fp16", "fp16", False)] + ([("bf16", "bf16", False)] if args.bf16 else [])
+    variants = [("fp32", "fp32", False, False), ("fp16", "fp16", False, False)]
+    variants += [("bf16", "bf16", False, False)] if args.bf16 else []
     if args.device.startswith("cuda"):
-        variants.append(("fp16+graphs", "fp16", True))
+        variants += [("fp16+graphs", "fp16", True, False), ("fp16+graphs+inductor", "fp16", True, True)]
     precisions = [v[0] for v in variants]
     report = profile(args.model, args.device, args.seconds, variants)
     print(f"{report['device']}, {report['model']}, {report['audio_s']:.2f} s utterance ({report['tokens']} tokens)")
     keys = ["am_b1_ms", "am_b32_ms", "am_b32_rtfx", "voc_b1_ms", "voc_b1_rtfx", "voc_b32_ms", "voc_b32_rtfx",
             "first_chunk_ms", "peak_mem_b32_mib", "weights_mib", "mel_snr_vs_first_db", "wav_snr_vs_first_db"]
-    print(f"{'metric':<22}" + "".join(f"{p:>13}" for p in precisions))
+    print(f"{'metric':<22}" + "".join(f"{p:>21}" for p in precisions))
     for key in keys:
         values = [report["variants"][p].get(key) for p in precisions]
-        print(f"{key:<22}" + "".join(f"{v:>13.2f}" if v is not None else f"{'-':>13}" for v in values))
+        print(f"{key:<22}" + "".join(f"{v:>21.2f}" if v is not None else f"{'-':>21}" for v in values))
     print(f"style encoder: content {report['style_content_ms']:.2f} ms, cached prompt {report['style_prompt_cached_ms']:.3f} ms")
     if args.out:
         args.out.write_text(json.dumps(report, indent=1), encoding="utf-8")

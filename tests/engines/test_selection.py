@@ -143,6 +143,26 @@ def test_acoustic_stage_falls_back_to_torch_when_its_graphs_are_missing(tiny_mod
     assert service.engine_reason.startswith("onnxruntime failed (FileNotFoundError: no ONNX export of the acoustic")
 
 
+@pytest.mark.parametrize("compiled", [False, True])
+def test_acoustic_stage_passes_torch_compile_to_its_engine_which_ignores_it_on_the_cpu(tiny_model_path, monkeypatch,
+                                                                                      compiled):
+    from emoserve.acoustic import service as acoustic_service
+
+    asked = []
+
+    class Recording(acoustic_service.AcousticEngine):
+        def __init__(self, *args, **kwargs):
+            asked.append(kwargs["inductor"])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(acoustic_service, "AcousticEngine", Recording)
+    service = build_stage("acoustic", str(tiny_model_path),
+                          _config(engine={"torch_compile_acoustic": compiled}))
+    service.load()
+    assert asked == [compiled]
+    assert service.engine.engine == "torch" and not service.engine.graphs
+
+
 def test_a_stage_whose_engines_all_fail_never_comes_up(tiny_model_path, monkeypatch):
     servers: list[StageServer] = []
 

@@ -23,10 +23,12 @@ def _items(model, lengths, seed=0):
     ]
 
 
+@pytest.mark.parametrize("inductor", [False, True])
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
-def test_graph_acoustic_engine_matches_eager(tiny_model, precision):
+def test_graph_acoustic_engine_matches_eager(tiny_model, precision, inductor):
     eager = AcousticEngine(tiny_model, "cuda", precision, cuda_graphs=False)
-    graphs = AcousticEngine(tiny_model, "cuda", precision, max_batch=4, cuda_graphs=True)
+    graphs = AcousticEngine(tiny_model, "cuda", precision, max_batch=4, cuda_graphs=True, inductor=inductor)
+    assert graphs.engine == ("torch+inductor+cudagraphs" if inductor else "torch+cudagraphs")
     items = _items(tiny_model, [5, 37, 12])
     for a, b in zip(eager.run(items), graphs.run(items)):
         assert a.mel.shape == b.mel.shape

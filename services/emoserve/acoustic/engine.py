@@ -96,6 +96,8 @@ class AcousticEngine:
         cuda_graphs: capture CUDA graphs (ignored on the CPU).
         max_graph_tokens: longest token sequence served by a graph.
         max_graph_frames: longest mel served by a graph.
+        inductor: capture graphs of the model compiled by TorchInductor (``torch.compile``, dynamic shapes:
+            compiled once, captured per bucket) instead of eager PyTorch; needs ``cuda_graphs``.
     """
 
     def __init__(
@@ -108,6 +110,7 @@ class AcousticEngine:
         cuda_graphs: bool = True,
         max_graph_tokens: int = 512,
         max_graph_frames: int = 2048,
+        inductor: bool = False,
     ) -> None:
         self.model = model_dir.load_acoustic(device, precision)
         self.device = torch.device(device)
@@ -118,8 +121,11 @@ class AcousticEngine:
         self.n_vocab, self.n_speakers, self.style_dim = cfg.n_vocab, cfg.n_speakers, cfg.style_dim
         self.graphs: dict[str, GraphCache] = {}
         if self.device.type == "cuda" and cuda_graphs:
-            self.graphs = {"encode": GraphCache(self._encode), "decode": GraphCache(self._decode)}
-        self.engine = "torch+cudagraphs" if self.graphs else "torch"
+            encode, decode = self._encode, self._decode
+            if inductor:
+                encode, decode = torch.compile(encode, dynamic=True), torch.compile(decode, dynamic=True)
+            self.graphs = {"encode": GraphCache(encode), "decode": GraphCache(decode)}
+        self.engine = ("torch+inductor+cudagraphs" if inductor else "torch+cudagraphs") if self.graphs else "torch"
         self.batch_buckets = power_of_two_buckets(max_batch)
         self.token_buckets = geometric_buckets(16, max_graph_tokens, factor=1.5)
         self.max_graph_tokens = self.token_buckets[-1]

@@ -32,7 +32,8 @@ class AcousticService(StageService, stages_pb2_grpc.AcousticServicer):
         }
 
     def build_engine(self) -> AcousticEngine:
-        return AcousticEngine(self.model_dir, self.device, self.precision, max_batch=self.config.batching.max_batch_size)
+        return AcousticEngine(self.model_dir, self.device, self.precision, max_batch=self.config.batching.max_batch_size,
+                              inductor=self.config.engine.torch_compile_acoustic)
 
     @staticmethod
     def length_of(item: AcousticItem) -> int:

@@ -313,6 +313,10 @@ class EngineConfig(_Validated):
     onnxruntime_int8_style: bool = False
     """The encoder's onnxruntime engine runs the style encoder with int8 weights (dynamic quantization:
     smaller and faster on the CPU; vectors within cosine 0.98 of fp32)."""
+    torch_compile_acoustic: bool = False
+    """The acoustic stage's torch engine compiles its model with TorchInductor (``torch.compile``, dynamic
+    shapes) before capturing its CUDA graphs: fused kernels, 17–22 % less time per batch on an H100, ≈ 1 min
+    more warm-up (compiled kernels are cached on disk by PyTorch). CUDA only; ignored on the CPU."""
     tensorrt_min_frames: int = 16
     """TensorRT profiles: fewest mel frames (shorter inputs are padded: the models are masked)."""
     tensorrt_opt_frames: int = 256
