@@ -120,12 +120,13 @@ class AcousticEngine:
         cfg = self.model.config
         self.n_vocab, self.n_speakers, self.style_dim = cfg.n_vocab, cfg.n_speakers, cfg.style_dim
         self.graphs: dict[str, GraphCache] = {}
+        self.engine = "torch"
         if self.device.type == "cuda" and cuda_graphs:
             encode, decode = self._encode, self._decode
             if inductor:
                 encode, decode = torch.compile(encode, dynamic=True), torch.compile(decode, dynamic=True)
             self.graphs = {"encode": GraphCache(encode), "decode": GraphCache(decode)}
-        self.engine = ("torch+inductor+cudagraphs" if inductor else "torch+cudagraphs") if self.graphs else "torch"
+            self.engine = "torch+inductor+cudagraphs" if inductor else "torch+cudagraphs"
         self.batch_buckets = power_of_two_buckets(max_batch)
         self.token_buckets = geometric_buckets(16, max_graph_tokens, factor=1.5)
         self.max_graph_tokens = self.token_buckets[-1]

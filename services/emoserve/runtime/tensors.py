@@ -155,8 +155,8 @@ def _check_dims(spec: TensorSpec, shape: tuple[int, ...]) -> None:
 
 
 def _validated_raw(msg: stages_pb2.Tensor, spec: TensorSpec) -> tuple[str, np.ndarray]:
-    """Validates ``msg`` against ``spec`` (values too, with ``spec.finite``); returns (dtype name, zero-copy
-    read-only raw view)."""
+    """Validates ``msg`` against ``spec`` (values too, with ``spec.finite``); returns (dtype name, read-only
+    raw view of the data, copied out of the message once)."""
     name = _NAME_BY_ENUM.get(msg.dtype)
     if name is None or name not in spec.dtypes:
         actual = name or (_PB.DType.Name(msg.dtype) if msg.dtype in _PB.DType.values() else f"enum value {msg.dtype}")
@@ -183,12 +183,13 @@ def _validated_raw(msg: stages_pb2.Tensor, spec: TensorSpec) -> tuple[str, np.nd
             f"tensor {spec.name!r}: {count} elements (shape {_shape_text(shape)}) exceeds max_elements={spec.max_elements}"
         )
     wire = _DTYPES[name][1]
-    if len(msg.data) != count * wire.itemsize:
+    data = msg.data  # each read of a bytes field copies it out of the message
+    if len(data) != count * wire.itemsize:
         raise TensorValidationError(
-            f"tensor {spec.name!r}: data is {len(msg.data)} bytes but shape {_shape_text(shape)} of {name} "
+            f"tensor {spec.name!r}: data is {len(data)} bytes but shape {_shape_text(shape)} of {name} "
             f"needs {count * wire.itemsize} bytes"
         )
-    raw = np.frombuffer(msg.data, dtype=wire).reshape(shape)
+    raw = np.frombuffer(data, dtype=wire).reshape(shape)
     if spec.finite:
         _check_finite(spec, name, raw)
     return name, raw
@@ -213,7 +214,7 @@ def decode(msg: stages_pb2.Tensor, spec: TensorSpec) -> np.ndarray:
         spec: What the receiver accepts.
 
     Returns:
-        A read-only zero-copy view of ``msg.data`` in native byte order, except
+        A read-only view of ``msg.data`` (read from the message once) in native byte order, except
         for bfloat16, which numpy lacks: it is widened to a new float32 array.
         Copy it before modifying in place.
 
